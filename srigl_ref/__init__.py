@@ -1,0 +1,1 @@
+"""srigl-ref: the reference implementation of SRigL in NumPy and Numba."""
