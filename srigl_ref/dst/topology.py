@@ -1,0 +1,238 @@
+"""One topology update of one layer: SRigL, RigL and SET (SPEC sections 6-8).
+
+Pure functions: arrays in, a new ``TopologyUpdate`` out; inputs are never modified.
+Validation happens here, once; the per-layer work runs in the Numba kernels of
+``_kernels.py`` (no Python loop over neurons or weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import (as_float_array, as_mask, check_choice, check_generator, check_real,
+                         check_sparsity)
+from . import _kernels
+from .ablation import ablated_from_counts
+from .ranking import magnitude_keys, top_magnitude_mask
+from .sparsity import fan_in_budget, fan_in_from_budget
+
+TIE_BREAKS = ("stable",)
+_NO_POSITIONS = np.zeros((0, 0), np.bool_)
+ABLATION_BASES = ("sparse", "dense")
+
+
+@dataclass(frozen=True)
+class TopologyUpdate:
+    """The result of one layer's topology update.
+
+    Attributes
+    ----------
+    mask : ndarray, bool, shape of the weight
+        The new mask.
+    weight : ndarray, dtype and shape of the weight
+        ``W * M_new``, with positions grown from inactive set to ``grown_init``.
+    momentum : ndarray or None
+        ``momentum * M_new`` (None if no momentum was given).
+    kept : ndarray, bool, shape of the weight
+        The keep set ``K`` (SPEC section 6 step 5, after the cap); ``mask & ~kept`` were
+        grown, ``old_mask & ~kept`` were dropped (some of them regrown).
+    ablated : ndarray of int64
+        Ablated neurons in SPEC section 7 order (empty for RigL/SET or without ablation).
+    fan_in : int
+        Constant fan-in ``k`` after the update; -1 for unstructured methods.
+    threshold : int
+        Salient threshold after lowering; -1 when ablation did not run.
+    n_pruned : int
+        Positions active before and inactive after.
+    n_grown : int
+        Positions inactive before and active after.
+    """
+    mask: np.ndarray
+    weight: np.ndarray
+    momentum: np.ndarray | None
+    kept: np.ndarray
+    ablated: np.ndarray
+    fan_in: int
+    threshold: int
+    n_pruned: int
+    n_grown: int
+
+
+def _check_layer(weight, mask, grad, momentum):
+    """Validated C-contiguous ``(weight, mask, grad, momentum)``; grad may be None (SET)."""
+    w = as_float_array("weight", weight, ndim=None)
+    if w.ndim < 2:
+        raise ValueError(f"weight.ndim == {w.ndim}, must be >= 2 ([out, in] or "
+                         f"[out, C_in, kh, kw])")
+    m = as_mask("mask", mask, shape=w.shape)
+    g = None if grad is None else as_float_array("grad", grad, shape=w.shape)
+    mom = None if momentum is None else as_float_array("momentum", momentum, shape=w.shape)
+    return w, m, g, mom
+
+
+def _nonzero_weights(w2: np.ndarray, m2: np.ndarray) -> int:
+    """``count_nonzero(W)``; ValueError if ``W`` is nonzero outside the mask."""
+    bits, absmask, _ = magnitude_keys(w2)
+    nnz, outside = _kernels.nonzero_counts(bits, absmask, m2)
+    if outside:
+        raise ValueError(f"weight has {outside} nonzero value(s) outside mask; must be zero "
+                         f"there (apply weight *= mask first)")
+    return nnz
+
+
+def _n_prune_keep(mask2d: np.ndarray, drop_fraction: float) -> tuple[int, int]:
+    n_ones = int(np.count_nonzero(mask2d))
+    n_prune = int(n_ones * drop_fraction)
+    return n_prune, n_ones - n_prune
+
+
+def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
+            threshold) -> TopologyUpdate:
+    """SPEC section 6 steps 7-8: ``W *= M_new``, grown-from-inactive set to ``grown_init``."""
+    new_mask = new_mask.reshape(w.shape)
+    weight, n_pruned, n_grown = _kernels.apply_mask(w.ravel(), mask.ravel(), new_mask.ravel(),
+                                                    grown_init)
+    return TopologyUpdate(
+        mask=new_mask,
+        weight=weight.reshape(w.shape),
+        momentum=None if momentum is None else momentum * new_mask,
+        kept=kept.reshape(w.shape),
+        ablated=ablated,
+        fan_in=int(k),
+        threshold=int(threshold),
+        n_pruned=int(n_pruned),
+        n_grown=int(n_grown),
+    )
+
+
+def _check_common(drop_fraction, grown_init, tie_break) -> tuple[float, float]:
+    df = check_real("drop_fraction", drop_fraction, low=0.0, high=1.0)
+    init = check_real("grown_init", grown_init)
+    check_choice("tie_break", tie_break, TIE_BREAKS)
+    return df, init
+
+
+def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, ablation=True,
+                 ablation_base="sparse", grown_init=0.0, momentum=None,
+                 tie_break="stable") -> TopologyUpdate:
+    """One SRigL update of one layer (SPEC sections 6 and 7).
+
+    Parameters
+    ----------
+    weight : ndarray of shape (out, in) or (out, C_in, kh, kw), float32 or float64
+        Post-step weights, zero outside ``mask``.
+    mask : ndarray, bool, shape of ``weight``
+    grad : ndarray, float32 or float64, shape of ``weight``
+        Dense gradient (at every position, active or not).
+    sparsity : float in [0, 1)
+        The layer's target sparsity ``S``; the budget is ``B = int(N * (1 - S))``.
+    drop_fraction : float in [0, 1]
+    gamma_sal : float >= 0
+        Salient threshold: a fraction of the base, or an absolute integer count if >= 1.
+        0 disables ablation.
+    ablation : bool
+        Whether neuron ablation runs (False for exempt layers such as the classifier).
+    ablation_base : {"sparse", "dense"}
+        Threshold base ``B // out`` or the dense fan-in ``F``.
+    grown_init : float
+        Value of weights grown at positions inactive before.
+    momentum : ndarray, float, shape of ``weight``, optional
+        SGD momentum buffer; returned multiplied by the new mask.
+    tie_break : {"stable"}
+        SPEC section 1.
+
+    Returns
+    -------
+    TopologyUpdate
+
+    Raises
+    ------
+    ValueError
+        Bad inputs (naming the argument); ``k == 0``; a budget that cannot fit.
+    TypeError
+        Wrong types or dtypes.
+    """
+    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
+    if g is None:
+        raise TypeError("grad must be a numpy.ndarray, got NoneType")
+    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    s = check_sparsity("sparsity", sparsity)
+    gamma = check_real("gamma_sal", gamma_sal, low=0.0)
+    if gamma >= 1 and gamma != int(gamma):
+        raise ValueError(f"gamma_sal == {gamma_sal!r}, must be an integer count when >= 1 "
+                         f"(or a fraction in [0, 1))")
+    if not isinstance(ablation, (bool, np.bool_)):
+        raise TypeError(f"ablation == {ablation!r}, must be a bool")
+    check_choice("ablation_base", ablation_base, ABLATION_BASES)
+
+    out = w.shape[0]
+    w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)  # [out, F]
+    fan = w2.shape[1]
+    budget = fan_in_budget(w.shape, s)
+    n_prune, n_keep = _n_prune_keep(m2, df)
+    n_ones = n_prune + n_keep
+    nnz = _nonzero_weights(w2, m2)
+    if nnz < n_keep:                                  # SPEC section 6 step 2 (nnz guard)
+        n_keep, n_prune = nnz, n_ones - nnz
+    wbits, wabs, wnb = magnitude_keys(w2)
+    gbits, gabs, gnb = magnitude_keys(g2)
+    ablated_row = np.zeros(out, np.bool_)
+    t_keep = _kernels.layer_threshold(wbits, wabs, wnb, ablated_row, _NO_POSITIONS, n_keep)
+
+    ablated, threshold = np.zeros(0, np.int64), -1
+    if ablation and gamma > 0:                        # SPEC section 7
+        t_grad = _kernels.layer_threshold(gbits, gabs, gnb, ablated_row, _NO_POSITIONS, n_prune)
+        counts = _kernels.salient_counts(wbits, wabs, *t_keep, gbits, gabs, *t_grad)
+        ablated, threshold = ablated_from_counts(counts, budget, fan, gamma, ablation_base)
+    k = fan_in_from_budget(budget, w.shape, ablated.size, s)
+    if ablated.size:                                  # ablated rows leave the keep ranking
+        ablated_row[ablated] = True
+        t_keep = _kernels.layer_threshold(wbits, wabs, wnb, ablated_row, _NO_POSITIONS, n_keep)
+    new_mask, kept = _kernels.srigl_keep_grow(wbits, wabs, *t_keep, gbits, gabs, gnb,
+                                              ablated_row, k)
+    return _finish(w, m, new_mask, kept, mom, init, ablated, k, threshold)
+
+
+def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=None,
+                tie_break="stable") -> TopologyUpdate:
+    """One unstructured RigL update of one layer (SPEC section 8).
+
+    Keep the ``n_keep`` largest ``|W|`` over the layer, grow the ``n_prune`` largest ``|G|``
+    outside the keep set (no nnz guard, no fan-in constraint). Parameters as in
+    ``srigl_update``. ``fan_in`` and ``threshold`` of the result are -1.
+    """
+    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
+    if g is None:
+        raise TypeError("grad must be a numpy.ndarray, got NoneType")
+    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    out = w.shape[0]
+    w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)
+    _nonzero_weights(w2, m2)
+    n_prune, n_keep = _n_prune_keep(m2, df)
+    keep = top_magnitude_mask(w2, n_keep)
+    grow = top_magnitude_mask(g2, n_prune, pos_skip=keep)
+    return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1)
+
+
+def set_update(weight, mask, *, drop_fraction, rng, grown_init=0.0,
+               momentum=None) -> TopologyUpdate:
+    """One SET update of one layer (SPEC section 8): RigL's drop, uniform random regrowth.
+
+    Parameters as in ``rigl_update``; ``rng`` (numpy.random.Generator) draws the
+    ``n_prune`` grown positions uniformly, without replacement, among those outside the
+    keep set.
+    """
+    w, m, _, mom = _check_layer(weight, mask, None, momentum)
+    df, init = _check_common(drop_fraction, grown_init, "stable")
+    check_generator("rng", rng)
+    out = w.shape[0]
+    w2, m2 = w.reshape(out, -1), m.reshape(out, -1)
+    _nonzero_weights(w2, m2)
+    n_prune, n_keep = _n_prune_keep(m2, df)
+    keep = top_magnitude_mask(w2, n_keep)
+    candidates = np.flatnonzero(~keep)                      # [N - n_keep] int64
+    grown = candidates[rng.choice(candidates.size, size=n_prune, replace=False)]
+    new_mask = keep.ravel().copy()
+    new_mask[grown] = True
+    return _finish(w, m, new_mask, keep, mom, init, np.zeros(0, np.int64), -1, -1)

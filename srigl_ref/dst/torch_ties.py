@@ -1,0 +1,137 @@
+"""``tie_break="torch_cpu"``: the authors' PyTorch CPU tie order, reproduced (SPEC-torch-ties.md).
+
+The stages of one SRigL / RigL update whose winners an unstable torch sort decides
+(SPEC-torch-ties "Where SRigL/RigL call them", items 1-5), plus torch's ``sort`` and
+``topk`` themselves. Thin wrappers over ``_torch_kernels``: the caller
+(``srigl_ref.dst.topology``) has validated its inputs and computed the scores
+``sd = |W|``, ``sg = |G|`` (float32, or float64 for float64 weights) and the counts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _torch_kernels as _tk
+
+
+def torch_sort_desc(values: np.ndarray) -> np.ndarray:
+    """Indices of ``torch.sort(values, descending=True)`` on CPU (unstable; introsort).
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,), float32 or float64
+        Finite scores.
+
+    Returns
+    -------
+    order : ndarray of shape (n,), int64
+        The permutation torch returns: values descending, ties in libstdc++ ``std::sort``
+        order (SPEC-torch-ties "How torch uses them").
+    """
+    return _tk.sort_desc_indices(np.ascontiguousarray(values))
+
+
+def torch_topk(values: np.ndarray, k: int, sorted: bool = True) -> np.ndarray:
+    """Indices of ``torch.topk(values, k, largest=True, sorted=sorted)`` on CPU.
+
+    ``partial_sort`` when ``k * 64 <= n``, else ``nth_element`` and, if ``sorted``, a sort
+    of the first ``k - 1`` (SPEC-torch-ties "How torch uses them").
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,), float32 or float64
+        Finite scores.
+    k : int
+        How many, ``0 <= k <= n``.
+    sorted : bool
+        torch's ``sorted`` flag.
+
+    Returns
+    -------
+    indices : ndarray of shape (k,), int64
+        In the order torch returns them.
+    """
+    return _tk.topk_indices(np.ascontiguousarray(values), int(k), bool(sorted))
+
+
+def salient_counts_torch(sd: np.ndarray, sg: np.ndarray, n_keep: int,
+                         n_prune: int) -> np.ndarray:
+    """Salient positions per neuron for ablation, in torch's tie order (SPEC section 7).
+
+    The magnitude-salient set is ``torch.sort(sd.ravel(), descending=True)[:n_keep]``, the
+    gradient-salient set ``torch.sort(sg.ravel(), descending=True)[:n_prune]``
+    (SPEC-torch-ties item 1); a row's count is the size of the union within it.
+
+    Parameters
+    ----------
+    sd, sg : ndarray of shape (out, F), float32 or float64 (the same)
+        ``|W|`` and ``|G|`` with each neuron flattened, ``F = prod(shape[1:])``.
+    n_keep, n_prune : int
+        Section 6 step 2, after the nnz guard; each in ``[0, out * F]``.
+
+    Returns
+    -------
+    counts : ndarray of shape (out,), int64
+    """
+    return _tk.salient_counts(np.ascontiguousarray(sd), np.ascontiguousarray(sg),
+                              int(n_keep), int(n_prune))
+
+
+def srigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, ablated: np.ndarray, n_keep: int,
+                          k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep and grow sets of one SRigL update in torch's tie order (SPEC section 6 steps 5-6).
+
+    SPEC-torch-ties items 2-4: rows of ``ablated``, in ascending row order, are set to
+    ``min(sd) - 1`` (minimum over the layer as modified so far); keep =
+    ``topk(sd.ravel(), n_keep, sorted=False)``; the cap sorts each row of keep as 0/1
+    values, descending, and clears the positions after the first ``k``; then each row
+    ``i`` not ablated with ``c_i < k`` kept grows ``topk(where(keep_i, min(sg[i]) - 1,
+    sg[i]), k - c_i, sorted=True)``.
+
+    Parameters
+    ----------
+    sd, sg : ndarray of shape (out, F), float32 or float64 (the same)
+        ``|W|`` and ``|G|`` with each neuron flattened.
+    ablated : ndarray of shape (n_ablated,), int64
+        Ablated neurons in any order (SPEC section 7 gives them by count); distinct.
+    n_keep : int
+        Section 6 step 2, after the nnz guard; in ``[0, out * F]``.
+    k : int
+        Constant fan-in after ablation, ``1 <= k <= F``.
+
+    Returns
+    -------
+    keep : ndarray of shape (out, F), bool
+        The keep set after the cap.
+    grow : ndarray of shape (out, F), bool
+        torch's grow mask. The new mask is ``keep | grow``; positions in ``grow`` that were
+        inactive in the old mask get ``grown_init``, all others keep their weight (an
+        inactive ``-0.0`` reached by the keep set stays ``-0.0``: SPEC section 6 step 7).
+        Disjoint from ``keep`` unless ``min(sg[i]) - 1`` rounds to ``min(sg[i])``.
+    """
+    ablated = np.sort(np.asarray(ablated, dtype=np.int64))
+    return _tk.srigl_keep_grow(np.ascontiguousarray(sd), np.ascontiguousarray(sg), ablated,
+                               int(n_keep), int(k))
+
+
+def rigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, n_keep: int,
+                         n_prune: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep and grow sets of one RigL update in torch's tie order (SPEC section 8).
+
+    SPEC-torch-ties item 5: keep = ``topk(sd, N, sorted=True)[:n_keep]``; grow =
+    ``topk(where(keep, min(sg) - 1, sg), N, sorted=True)[:n_prune]``.
+
+    Parameters
+    ----------
+    sd, sg : ndarray of shape (N,), float32 or float64 (the same)
+        ``|W|`` and ``|G|`` flattened over the layer.
+    n_keep, n_prune : int
+        Section 8; ``n_keep + n_prune <= N``.
+
+    Returns
+    -------
+    keep, grow : ndarray of shape (N,), bool
+        As for :func:`srigl_keep_grow_torch`: new mask ``keep | grow``, ``grown_init`` at
+        ``grow`` positions inactive before.
+    """
+    return _tk.rigl_keep_grow(np.ascontiguousarray(sd), np.ascontiguousarray(sg),
+                              int(n_keep), int(n_prune))

@@ -1,0 +1,312 @@
+"""Layers with hand-written backward passes: linear, conv2d, relu, max-pool, global average
+pool, flatten.
+
+Every layer is a frozen dataclass holding its hyper-parameters and exposing one pair::
+
+    y, cache = layer.forward(x, params)      # params: dict of the layer's arrays ({} if none)
+    dx, grads = layer.backward(dy, cache)    # grads: dict with the keys of params
+
+plus ``param_shapes()`` (what ``params`` must hold) and ``output_shape(in_shape)`` (the
+per-example shape after the layer). Activations are batch-first: ``[B, features]`` or
+``[B, C, H, W]``. Weights use PyTorch's layout: Linear ``[out, in]``, Conv2d
+``[out, C_in, kh, kw]``. Gradients are dense (a gradient at every weight position, active or
+not): masking is the optimizer's job (SPEC section 5). float32 for training; float64 is
+accepted (for gradient checks); ``x``, ``params`` and ``dy`` must share one dtype.
+
+Forward checks shapes and dtypes (not finiteness: that is checked once, on the model's
+input); backward checks ``dy`` against the shape the forward produced. No input is mutated.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import as_float_array, check_int
+from . import _kernels
+
+
+def _check_input(layer, x, in_shape: tuple[int, ...] | None, ndim: int) -> np.ndarray:
+    """``x`` as a C-contiguous float array [B, *in_shape] (``in_shape`` None: any sizes)."""
+    x = as_float_array("x", x, ndim=(ndim,), finite=False)
+    if in_shape is not None and x.shape[1:] != in_shape:
+        raise ValueError(f"x.shape == {x.shape}, must be (batch, {', '.join(map(str, in_shape))})"
+                         f" for {layer}")
+    return x
+
+
+def _check_params(layer, params, dtype) -> dict[str, np.ndarray]:
+    """The layer's parameter arrays, each of its declared shape and of ``x``'s dtype."""
+    shapes = layer.param_shapes()
+    if not isinstance(params, dict) or set(params) != set(shapes):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params has keys {got}, must have keys {sorted(shapes)} for {layer}")
+    out = {}
+    for key, shape in shapes.items():
+        a = as_float_array(f"params[{key!r}]", params[key], shape=shape, finite=False)
+        if a.dtype != dtype:
+            raise TypeError(f"params[{key!r}].dtype == {a.dtype}, must equal x.dtype == {dtype}")
+        out[key] = a
+    return out
+
+
+def _check_grad(dy, y_shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``dy`` must have the shape and dtype of the forward's output."""
+    dy = as_float_array("dy", dy, shape=y_shape, finite=False)
+    if dy.dtype != dtype:
+        raise TypeError(f"dy.dtype == {dy.dtype}, must equal the forward's dtype {dtype}")
+    return dy
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``y = x @ W.T + b`` with ``W`` [out, in], ``b`` [out]."""
+    in_features: int
+    out_features: int
+
+    def __post_init__(self):
+        check_int("in_features", self.in_features, low=1)
+        check_int("out_features", self.out_features, low=1)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.out_features,)
+
+    def forward(self, x, params):
+        """Parameters
+        ----------
+        x : ndarray of shape (B, in), float32 or float64
+        params : dict with ``weight`` (out, in) and ``bias`` (out,), dtype of x
+
+        Returns
+        -------
+        y : ndarray of shape (B, out), dtype of x
+        cache : tuple, for ``backward``
+        """
+        x = _check_input(self, x, (self.in_features,), 2)
+        p = _check_params(self, params, x.dtype)
+        y = x @ p["weight"].T                      # [B, out]
+        y += p["bias"]
+        return y, (x, p["weight"])
+
+    def backward(self, dy, cache):
+        """``dx = dY @ W``, ``dW = dY.T @ X``, ``db = sum_b dY``.
+
+        Parameters
+        ----------
+        dy : ndarray of shape (B, out), dtype of the forward
+        cache : the forward's cache
+
+        Returns
+        -------
+        dx : ndarray of shape (B, in)
+        grads : dict with ``weight`` (out, in) and ``bias`` (out,)
+        """
+        x, weight = cache
+        dy = _check_grad(dy, (x.shape[0], self.out_features), x.dtype)
+        return dy @ weight, {"weight": dy.T @ x, "bias": dy.sum(axis=0)}
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """2-D cross-correlation (PyTorch ``Conv2d``): square kernel, stride, zero padding.
+
+    ``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] * x_pad[b, c, i*s + p, j*s + q]``
+    computed as one GEMM over ``im2col`` columns (``srigl_ref.nn._kernels``).
+    """
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+
+    def __post_init__(self):
+        check_int("in_channels", self.in_channels, low=1)
+        check_int("out_channels", self.out_channels, low=1)
+        check_int("kernel_size", self.kernel_size, low=1)
+        check_int("stride", self.stride, low=1)
+        check_int("padding", self.padding, low=0)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        k = self.kernel_size
+        return {"weight": (self.out_channels, self.in_channels, k, k),
+                "bias": (self.out_channels,)}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = in_shape
+        oh, ow = (_conv_size(n, self.kernel_size, self.stride, self.padding) for n in (h, w))
+        if c != self.in_channels or oh < 1 or ow < 1:
+            raise ValueError(f"input shape {tuple(in_shape)} does not fit {self}: needs "
+                             f"{self.in_channels} channels and a padded size >= kernel_size")
+        return (self.out_channels, oh, ow)
+
+    def forward(self, x, params):
+        """Parameters
+        ----------
+        x : ndarray of shape (B, C_in, H, W), float32 or float64
+        params : dict with ``weight`` (C_out, C_in, k, k) and ``bias`` (C_out,), dtype of x
+
+        Returns
+        -------
+        y : ndarray of shape (B, C_out, oh, ow), ``oh = (H + 2*padding - k) // stride + 1``
+        cache : tuple, for ``backward``
+        """
+        x = _check_input(self, x, None, 4)
+        _, oh, ow = self.output_shape(x.shape[1:])
+        p = _check_params(self, params, x.dtype)
+        k, n_batch = self.kernel_size, x.shape[0]
+        cols = _kernels.im2col(x, k, k, self.stride, self.padding, oh, ow)  # [C*k*k, B*oh*ow]
+        w_mat = p["weight"].reshape(self.out_channels, -1)                 # [O, C*k*k]
+        y = w_mat @ cols                                                   # [O, B*oh*ow]
+        y += p["bias"][:, None]
+        y = y.reshape(self.out_channels, n_batch, oh, ow).transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(y), (x.shape, cols, w_mat)
+
+    def backward(self, dy, cache):
+        """``dW = dY @ cols.T``, ``db = sum dY``, ``dx = col2im(W.T @ dY)``.
+
+        Parameters
+        ----------
+        dy : ndarray of shape (B, C_out, oh, ow), dtype of the forward
+        cache : the forward's cache
+
+        Returns
+        -------
+        dx : ndarray of shape (B, C_in, H, W)
+        grads : dict with ``weight`` (C_out, C_in, k, k) and ``bias`` (C_out,)
+        """
+        x_shape, cols, w_mat = cache
+        n_batch, n_chan, height, width = x_shape
+        y_shape = (n_batch, *self.output_shape(x_shape[1:]))
+        dy = _check_grad(dy, y_shape, cols.dtype)
+        k, (_, _, oh, ow) = self.kernel_size, y_shape
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
+        d_weight = (dy_mat @ cols.T).reshape(self.param_shapes()["weight"])
+        dcols = w_mat.T @ dy_mat                                            # [C*k*k, B*oh*ow]
+        dx = _kernels.col2im(dcols, n_batch, n_chan, height, width, k, k, self.stride,
+                             self.padding, oh, ow)
+        return dx, {"weight": d_weight, "bias": dy_mat.sum(axis=1)}
+
+
+def _conv_size(n: int, kernel: int, stride: int, padding: int) -> int:
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class ReLU:
+    """``y = max(x, 0)``; the gradient at 0 is 0 (as PyTorch)."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(in_shape)
+
+    def forward(self, x, params):
+        """x : ndarray (B, ...), float -> y of the same shape; cache: the mask ``x > 0``."""
+        x = as_float_array("x", x, finite=False)
+        _check_params(self, params, x.dtype)
+        return np.maximum(x, 0), (x > 0, x.dtype)
+
+    def backward(self, dy, cache):
+        """``dx = dy * (x > 0)``; grads is ``{}``."""
+        positive, dtype = cache
+        dy = _check_grad(dy, positive.shape, dtype)
+        return dy * positive, {}
+
+
+@dataclass(frozen=True)
+class MaxPool2d:
+    """Max over ``kernel_size`` x ``kernel_size`` windows (stride defaults to the window),
+    no padding, output size ``(H - k) // stride + 1``. The gradient goes to each window's
+    first maximum in row-major order."""
+    kernel_size: int
+    stride: int | None = None
+
+    def __post_init__(self):
+        check_int("kernel_size", self.kernel_size, low=1)
+        if self.stride is not None:
+            check_int("stride", self.stride, low=1)
+
+    @property
+    def step(self) -> int:
+        return self.kernel_size if self.stride is None else self.stride
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = in_shape
+        oh, ow = (_conv_size(n, self.kernel_size, self.step, 0) for n in (h, w))
+        if oh < 1 or ow < 1:
+            raise ValueError(f"input shape {tuple(in_shape)} is smaller than the window of "
+                             f"{self}")
+        return (c, oh, ow)
+
+    def forward(self, x, params):
+        """x : ndarray (B, C, H, W), float -> y (B, C, oh, ow); cache for ``backward``."""
+        x = _check_input(self, x, None, 4)
+        _check_params(self, params, x.dtype)
+        _, oh, ow = self.output_shape(x.shape[1:])
+        y, arg = _kernels.maxpool2d_forward(x, self.kernel_size, self.step, oh, ow)
+        return y, (x.shape, arg, x.dtype)
+
+    def backward(self, dy, cache):
+        """dy (B, C, oh, ow) -> dx (B, C, H, W); grads is ``{}``."""
+        x_shape, arg, dtype = cache
+        dy = _check_grad(dy, arg.shape, dtype)
+        return _kernels.maxpool2d_backward(dy, arg, x_shape[2], x_shape[3]), {}
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C)."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (in_shape[0],)
+
+    def forward(self, x, params):
+        """x : ndarray (B, C, H, W), float -> y (B, C)."""
+        x = _check_input(self, x, None, 4)
+        _check_params(self, params, x.dtype)
+        return x.mean(axis=(2, 3)), (x.shape, x.dtype)
+
+    def backward(self, dy, cache):
+        """``dx[b, c, h, w] = dy[b, c] / (H*W)``; grads is ``{}``."""
+        x_shape, dtype = cache
+        dy = _check_grad(dy, x_shape[:2], dtype)
+        dx = np.empty(x_shape, dtype)
+        dx[...] = (dy / (x_shape[2] * x_shape[3]))[:, :, None, None]
+        return dx, {}
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """(B, d1, d2, ...) -> (B, d1*d2*...) in C order (a view of the input)."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(in_shape),)
+
+    def forward(self, x, params):
+        """x : ndarray (B, ...), float -> y (B, prod(...))."""
+        x = as_float_array("x", x, finite=False)
+        _check_params(self, params, x.dtype)
+        return x.reshape(x.shape[0], -1), (x.shape, x.dtype)
+
+    def backward(self, dy, cache):
+        """dy (B, prod(...)) -> dx (B, ...); grads is ``{}``."""
+        x_shape, dtype = cache
+        dy = _check_grad(dy, (x_shape[0], math.prod(x_shape[1:])), dtype)
+        return dy.reshape(x_shape), {}
+
+
+Layer = Linear | Conv2d | ReLU | MaxPool2d | GlobalAvgPool | Flatten

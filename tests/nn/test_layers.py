@@ -1,0 +1,195 @@
+"""Layers: gradient checks (input and parameters), conv / max-pool against naive loops,
+the adjoint identity of conv's backward, dtypes, validation messages, no mutation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from srigl_ref.nn.layers import Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, ReLU
+from tests.gradcheck import check_gradient
+from tests.nn.naive import conv2d_naive, maxpool2d_naive
+
+
+def _params(layer, rng, dtype=np.float64):
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in layer.param_shapes().items()}
+
+
+def _check_layer(layer, x, params, rng):
+    """Gradient-check dx and every parameter gradient of ``sum(y * R)`` for a random R."""
+    y, cache = layer.forward(x, params)
+    r = rng.standard_normal(y.shape)                       # dL/dy, non-trivial
+
+    def loss():
+        return float((layer.forward(x, params)[0] * r).sum())
+
+    dx, grads = layer.backward(r, cache)
+    assert set(grads) == set(params)
+    errors = {"x": check_gradient(loss, x, dx, name=f"{layer} input")}
+    for key, p in params.items():
+        errors[key] = check_gradient(loss, p, grads[key], name=f"{layer} {key}")
+    return errors
+
+
+def test_linear_gradients(rng):
+    layer = Linear(5, 3)
+    _check_layer(layer, rng.standard_normal((4, 5)), _params(layer, rng), rng)
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, hw", [
+    (2, 3, 3, 1, 0, (5, 6)),
+    (2, 3, 3, 2, 1, (7, 6)),
+    (1, 2, 1, 1, 0, (3, 3)),
+    (3, 2, 2, 3, 2, (5, 4)),
+    (2, 2, 5, 1, 2, (4, 4)),
+])
+def test_conv2d_gradients(rng, c_in, c_out, k, stride, padding, hw):
+    layer = Conv2d(c_in, c_out, k, stride=stride, padding=padding)
+    x = rng.standard_normal((2, c_in, *hw))
+    _check_layer(layer, x, _params(layer, rng), rng)
+
+
+def test_relu_gradients(rng):
+    x = rng.standard_normal((3, 4, 5))
+    x[np.abs(x) < 1e-3] = 0.5                              # keep away from the kink
+    _check_layer(ReLU(), x, {}, rng)
+
+
+@pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (2, 1)])
+def test_maxpool_gradients(rng, size, stride):
+    x = rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) * 0.01   # distinct: no ties
+    _check_layer(MaxPool2d(size, stride), x.astype(np.float64), {}, rng)
+
+
+def test_gap_and_flatten_gradients(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    _check_layer(GlobalAvgPool(), x, {}, rng)
+    _check_layer(Flatten(), x, {}, rng)
+
+
+@st.composite
+def conv_cases(draw):
+    k = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, 2))
+    low = max(1, k - 2 * padding)
+    h, w = draw(st.integers(low, low + 6)), draw(st.integers(low, low + 6))
+    dims = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return dims, k, stride, padding, (h, w), draw(st.integers(0, 2**32 - 1))
+
+
+@given(conv_cases())
+def test_conv2d_forward_matches_naive(case):
+    (n_batch, c_in, c_out), k, stride, padding, hw, seed = case
+    rng = np.random.default_rng(seed)
+    layer = Conv2d(c_in, c_out, k, stride=stride, padding=padding)
+    x = rng.standard_normal((n_batch, c_in, *hw))
+    p = _params(layer, rng)
+    y, _ = layer.forward(x, p)
+    want = conv2d_naive(x, p["weight"], p["bias"], stride, padding)
+    assert y.shape == want.shape == (n_batch, *layer.output_shape(x.shape[1:]))
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    p32 = {key: v.astype(np.float32) for key, v in p.items()}
+    y32, _ = layer.forward(x.astype(np.float32), p32)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, want, rtol=1e-4, atol=1e-4)
+
+
+@given(conv_cases())
+def test_conv2d_backward_is_the_adjoint(case):
+    """conv is linear in x and in W: <conv(x) - b, dy> = <x, dx> = <W, dW>."""
+    (n_batch, c_in, c_out), k, stride, padding, hw, seed = case
+    rng = np.random.default_rng(seed)
+    layer = Conv2d(c_in, c_out, k, stride=stride, padding=padding)
+    x = rng.standard_normal((n_batch, c_in, *hw))
+    p = _params(layer, rng)
+    y, cache = layer.forward(x, p)
+    dy = rng.standard_normal(y.shape)
+    dx, grads = layer.backward(dy, cache)
+    inner = ((y - p["bias"][:, None, None]) * dy).sum()
+    np.testing.assert_allclose((x * dx).sum(), inner, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose((p["weight"] * grads["weight"]).sum(), inner, rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(grads["bias"], dy.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8),
+       st.integers(0, 2**32 - 1))
+def test_maxpool_forward_matches_naive(size, stride, h_extra, w_extra, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 2, size + h_extra - 1, size + w_extra - 1)).astype(np.float32)
+    y, _ = MaxPool2d(size, stride).forward(x, {})
+    np.testing.assert_array_equal(y, maxpool2d_naive(x, size, stride))
+
+
+def test_maxpool_gradient_goes_to_the_first_maximum():
+    x = np.array([[[[1.0, 3.0], [3.0, 0.0]]]], np.float32)
+    layer = MaxPool2d(2)
+    y, cache = layer.forward(x, {})
+    dx, _ = layer.backward(np.ones_like(y), cache)
+    np.testing.assert_array_equal(dx, [[[[0.0, 1.0], [0.0, 0.0]]]])
+
+
+def test_float32_in_float32_out(rng):
+    layers = [(Linear(4, 3), (2, 4)), (Conv2d(2, 3, 3, padding=1), (2, 2, 4, 4)),
+              (ReLU(), (2, 3)), (MaxPool2d(2), (2, 2, 4, 4)), (GlobalAvgPool(), (2, 2, 4, 4)),
+              (Flatten(), (2, 2, 3))]
+    for layer, shape in layers:
+        x = rng.standard_normal(shape).astype(np.float32)
+        params = _params(layer, rng, np.float32)
+        y, cache = layer.forward(x, params)
+        dx, grads = layer.backward(np.ones_like(y), cache)
+        assert y.dtype == dx.dtype == np.float32 and dx.shape == x.shape, layer
+        assert all(g.dtype == np.float32 for g in grads.values()), layer
+        assert all(g.shape == params[k].shape for k, g in grads.items()), layer
+
+
+def test_inputs_are_not_mutated(rng):
+    layer = Conv2d(2, 3, 3, stride=2, padding=1)
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    params = _params(layer, rng, np.float32)
+    x0, p0 = x.copy(), {k: v.copy() for k, v in params.items()}
+    y, cache = layer.forward(x, params)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy0 = dy.copy()
+    layer.backward(dy, cache)
+    for a, b in [(x, x0), (dy, dy0)] + [(params[k], p0[k]) for k in params]:
+        np.testing.assert_array_equal(a, b)
+
+
+def test_forward_validation_messages(rng):
+    lin = Linear(4, 3)
+    p = _params(lin, rng, np.float32)
+    with pytest.raises(ValueError, match=r"x.shape == \(2, 5\), must be \(batch, 4\)"):
+        lin.forward(np.zeros((2, 5), np.float32), p)
+    with pytest.raises(TypeError, match=r"params\['weight'\].dtype == float32, must equal "
+                                        r"x.dtype == float64"):
+        lin.forward(np.zeros((2, 4)), p)
+    with pytest.raises(ValueError, match=r"params has keys \['weight'\], must have keys "
+                                         r"\['bias', 'weight'\]"):
+        lin.forward(np.zeros((2, 4), np.float32), {"weight": p["weight"]})
+    with pytest.raises(ValueError, match=r"params\['weight'\].shape == \(3, 5\), must be "
+                                         r"\(3, 4\)"):
+        lin.forward(np.zeros((2, 4), np.float32), {**p, "weight": np.zeros((3, 5), np.float32)})
+    with pytest.raises(TypeError, match=r"x.dtype == int64, must be float32 or float64"):
+        lin.forward(np.zeros((2, 4), np.int64), p)
+    conv = Conv2d(2, 3, 5)
+    with pytest.raises(ValueError, match=r"input shape \(1, 6, 6\) does not fit Conv2d"):
+        conv.forward(np.zeros((1, 1, 6, 6), np.float32), _params(conv, rng, np.float32))
+    with pytest.raises(ValueError, match=r"x.ndim == 3 .*, must be 4"):
+        conv.forward(np.zeros((1, 6, 6), np.float32), _params(conv, rng, np.float32))
+    with pytest.raises(ValueError, match=r"input shape \(1, 1, 3\) is smaller than the window"):
+        MaxPool2d(2).forward(np.zeros((1, 1, 1, 3), np.float32), {})
+    with pytest.raises(ValueError, match=r"stride == 0, must be in \[1, inf\]"):
+        Conv2d(1, 1, 3, stride=0)
+
+
+def test_backward_validation_messages(rng):
+    lin = Linear(4, 3)
+    _, cache = lin.forward(np.zeros((2, 4), np.float32), _params(lin, rng, np.float32))
+    with pytest.raises(ValueError, match=r"dy.shape == \(2, 4\), must be \(2, 3\)"):
+        lin.backward(np.zeros((2, 4), np.float32), cache)
+    with pytest.raises(TypeError, match=r"dy.dtype == float64, must equal the forward's "
+                                        r"dtype float32"):
+        lin.backward(np.zeros((2, 3)), cache)
