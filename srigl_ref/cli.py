@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="srigl-ref", description="SRigL reference implementation "
                      "(constant fan-in dynamic sparse training with neuron ablation).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
     demo = sub.add_parser("demo", help="one SRigL update of a random layer, explained")
     demo.add_argument("--out-features", type=int, default=64)
     demo.add_argument("--in-features", type=int, default=256)
@@ -29,6 +30,88 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _add_train(sub) -> None:
+    from .train import METHODS, TrainConfig
+    from .data import DATASETS
+    from .nn.models import MODELS
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a sparse network (default: SRigL, LeNet-300-100, "
+                       "Fashion-MNIST, density 0.1, ERK)",
+                       description="Train with dense, static, SET, RigL or SRigL. Writes "
+                       "DIR/summary.json, DIR/metrics.jsonl and DIR/model.npz.")
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+    p.add_argument("--model", choices=MODELS, default=d.model)
+    p.add_argument("--method", choices=METHODS, default=d.method)
+    p.add_argument("--density", type=float, default=d.density,
+                   help="global density in (0, 1] (default %(default)s)")
+    p.add_argument("--distribution", choices=("erk", "uniform", "er"), default=d.distribution)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--delta", type=int, default=d.delta, help="steps between topology updates")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="initial drop fraction")
+    p.add_argument("--t-end-fraction", type=float, default=d.t_end_fraction)
+    p.add_argument("--grad-accumulation-n", type=int, default=d.grad_accumulation_n)
+    p.add_argument("--gamma-sal", type=float, default=d.gamma_sal)
+    p.add_argument("--no-ablation", action="store_true", help="SRigL without neuron ablation")
+    p.add_argument("--init", choices=("kaiming", "official"), default=d.init)
+    p.add_argument("--dense-first-layer", action="store_true")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="use only the first N training examples (quick runs)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<method>_<model>_"
+                   "<dataset>_d<density>_s<seed>)")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in DIR from its last checkpoint (other options "
+                   "are taken from that checkpoint)")
+    p.set_defaults(run=_train)
+
+
+def _train(args) -> None:
+    from pathlib import Path
+
+    from . import checkpoint
+    from .train import TrainConfig, Trainer
+    if args.resume:
+        out = Path(args.resume)
+        config = TrainConfig.from_dict(checkpoint.load_checkpoint(out / "model.npz").config)
+    else:
+        config = TrainConfig(
+            dataset=args.dataset, data_dir=args.data_dir, model=args.model, method=args.method,
+            density=args.density, distribution=args.distribution, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+            weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+            seed=args.seed, delta=args.delta, alpha=args.alpha,
+            t_end_fraction=args.t_end_fraction, grad_accumulation_n=args.grad_accumulation_n,
+            gamma_sal=args.gamma_sal, ablation=not args.no_ablation, init=args.init,
+            dense_layers=(0,) if args.dense_first_layer else (), n_train=args.n_train)
+        out = Path(args.out or f"runs/{config.method}_{config.model}_{config.dataset}_"
+                   f"d{config.density}_s{config.seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = Trainer(config, out).run(resume=bool(args.resume))
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out) -> None:
+    print(f"\n{summary['method']} on {summary['config']['dataset']} "
+          f"({summary['config']['model']}), seed {summary['config']['seed']}")
+    print(f"  test accuracy   {summary['test_accuracy']:.4f}")
+    print(f"  density         {summary['density']:.4f} (target {summary['target_density']})")
+    print(f"  ITOP rate       {summary['itop_rate']:.4f}")
+    print(f"  time            {summary['seconds']:.1f} s")
+    print(f"  {'layer':<14} {'shape':<16} {'sparsity':>8} {'fan-in':>7} {'active':>7} "
+          f"{'ablated':>7}")
+    for layer in summary["layers"]:
+        shape = "x".join(map(str, layer["shape"]))
+        print(f"  {layer['name']:<14} {shape:<16} {layer['sparsity']:>8.4f} "
+              f"{layer['fan_in']:>7} {layer['n_active_neurons']:>7} {layer['n_ablated']:>7}")
+    print(f"  files in {out}/: summary.json, metrics.jsonl, model.npz")
 
 
 def _demo(args) -> None:

@@ -112,6 +112,7 @@ def srigl_update(weight, mask, grad, sparsity, drop_fraction, gamma_sal=0.3, abl
         kept = [j for j in range(fan) if i * fan + j in keep]
         for j in kept[:k]:
             new[i, j] = True
+    kept = new.copy()
     for i in range(out):                      # step 6: grow per row
         if i in abl:
             continue
@@ -121,16 +122,17 @@ def srigl_update(weight, mask, grad, sparsity, drop_fraction, gamma_sal=0.3, abl
             cand.sort(key=lambda j: (-sg[i, j], j))
             for j in cand[:k - c]:
                 new[i, j] = True
-    return _finish(weight, mask, new.reshape(shape), grown_init, momentum,
+    return _finish(weight, mask, new.reshape(shape), kept.reshape(shape), grown_init, momentum,
                    dict(ablated=abl, k=k, threshold=thr))
 
 
-def _finish(weight, mask, new, grown_init, momentum, extra):
-    """Steps 7-8: W * M_new; grown-from-inactive = grown_init; momentum * M_new."""
+def _finish(weight, mask, new, kept, grown_init, momentum, extra):
+    """Steps 7-8: W * M_new; grown (new, not kept) from inactive = grown_init; mom * M_new."""
     w_out = weight * new
     flat_w, flat_new, flat_old = w_out.reshape(-1), new.reshape(-1), mask.reshape(-1)
+    flat_kept = kept.reshape(-1)
     for p in range(flat_w.size):
-        if flat_new[p] and not flat_old[p]:
+        if flat_new[p] and not flat_kept[p] and not flat_old[p]:
             flat_w[p] = grown_init
     mom = None if momentum is None else momentum * new
     return dict(mask=new, weight=w_out, momentum=mom, **extra)
@@ -145,4 +147,7 @@ def rigl_update(weight, mask, grad, drop_fraction, grown_init=0.0, momentum=None
     grow = top_n(np.abs(grad), n_prune, [p not in keep for p in range(weight.size)])
     new = np.zeros(weight.size, bool)
     new[sorted(keep | grow)] = True
-    return _finish(weight, mask, new.reshape(weight.shape), grown_init, momentum, {})
+    kept = np.zeros(weight.size, bool)
+    kept[sorted(keep)] = True
+    return _finish(weight, mask, new.reshape(weight.shape), kept.reshape(weight.shape),
+                   grown_init, momentum, {})

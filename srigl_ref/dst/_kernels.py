@@ -251,18 +251,22 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
 
 
 @njit(cache=True)
-def apply_mask(weight, mask, new_mask, grown_init):
-    """SPEC section 6 steps 7-8 on flat arrays: ``W * M_new``, grown-from-inactive = init.
+def apply_mask(weight, mask, new_mask, kept, grown_init):
+    """SPEC section 6 steps 7-8 on flat arrays: ``W * M_new``; grown-from-inactive = init.
 
-    ``weight`` float [N]; ``mask``, ``new_mask`` bool [N]. Returns ``(weight_out,
-    n_pruned, n_grown)``; ``W * M_new`` keeps IEEE signs (pruned negatives become -0.0).
+    ``weight`` float [N]; ``mask``, ``new_mask``, ``kept`` bool [N]. Grown = ``new_mask &
+    ~kept``; of those, positions inactive in ``mask`` get ``grown_init`` (a dropped and
+    regrown weight keeps its value; an inactive position entering the keep set by a zero
+    score keeps its zero, sign included, and is not counted as grown). Returns
+    ``(weight_out, n_pruned, n_grown)``: ``W * M_new`` keeps IEEE signs (pruned negatives
+    become -0.0); ``n_pruned`` counts positions active before and not after.
     """
     out = np.empty_like(weight)
     n_pruned = 0
     n_grown = 0
     for p in range(weight.size):
         if new_mask[p]:
-            if mask[p]:
+            if mask[p] or kept[p]:
                 out[p] = weight[p]
             else:
                 out[p] = grown_init

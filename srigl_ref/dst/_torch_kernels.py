@@ -272,7 +272,7 @@ def sort_desc_indices(values):
 
 @njit(cache=True)
 def topk_indices(values, k, sorted_):
-    """Indices of ``torch.topk(values, k, sorted=sorted_)`` (CPU) in torch's order; int64 ``[k]``."""
+    """Indices of ``torch.topk(values, k, sorted=sorted_)`` (CPU), in torch's order; int64 [k]."""
     v, ix = _pairs(values)
     _topk(v, ix, k, sorted_, 1, k - 1)
     return ix[:k].copy()

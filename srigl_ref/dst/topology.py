@@ -12,12 +12,12 @@ import numpy as np
 
 from .._validate import (as_float_array, as_mask, check_choice, check_generator, check_real,
                          check_sparsity)
-from . import _kernels
+from . import _kernels, torch_ties
 from .ablation import ablated_from_counts
 from .ranking import magnitude_keys, top_magnitude_mask
 from .sparsity import fan_in_budget, fan_in_from_budget
 
-TIE_BREAKS = ("stable",)
+TIE_BREAKS = ("stable", "torch_cpu")
 _NO_POSITIONS = np.zeros((0, 0), np.bool_)
 ABLATION_BASES = ("sparse", "dense")
 
@@ -46,7 +46,9 @@ class TopologyUpdate:
     n_pruned : int
         Positions active before and inactive after.
     n_grown : int
-        Positions inactive before and active after.
+        Grown positions (outside the keep set) that were inactive before. Inactive
+        positions that enter the keep set with a zero score are active after but not
+        counted (SPEC section 6).
     """
     mask: np.ndarray
     weight: np.ndarray
@@ -92,7 +94,7 @@ def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
     """SPEC section 6 steps 7-8: ``W *= M_new``, grown-from-inactive set to ``grown_init``."""
     new_mask = new_mask.reshape(w.shape)
     weight, n_pruned, n_grown = _kernels.apply_mask(w.ravel(), mask.ravel(), new_mask.ravel(),
-                                                    grown_init)
+                                                    kept.ravel(), grown_init)
     return TopologyUpdate(
         mask=new_mask,
         weight=weight.reshape(w.shape),
@@ -139,8 +141,9 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
         Value of weights grown at positions inactive before.
     momentum : ndarray, float, shape of ``weight``, optional
         SGD momentum buffer; returned multiplied by the new mask.
-    tie_break : {"stable"}
-        SPEC section 1.
+    tie_break : {"stable", "torch_cpu"}
+        SPEC section 1: canonical (score descending, lowest flat index first), or the
+        authors' PyTorch CPU order (SPEC-torch-ties.md), bit for bit.
 
     Returns
     -------
@@ -175,23 +178,60 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
     nnz = _nonzero_weights(w2, m2)
     if nnz < n_keep:                                  # SPEC section 6 step 2 (nnz guard)
         n_keep, n_prune = nnz, n_ones - nnz
-    wbits, wabs, wnb = magnitude_keys(w2)
-    gbits, gabs, gnb = magnitude_keys(g2)
-    ablated_row = np.zeros(out, np.bool_)
-    t_keep = _kernels.layer_threshold(wbits, wabs, wnb, ablated_row, _NO_POSITIONS, n_keep)
-
+    stages = (_TorchStages if tie_break == "torch_cpu" else _StableStages)(w2, g2, n_keep)
     ablated, threshold = np.zeros(0, np.int64), -1
     if ablation and gamma > 0:                        # SPEC section 7
-        t_grad = _kernels.layer_threshold(gbits, gabs, gnb, ablated_row, _NO_POSITIONS, n_prune)
-        counts = _kernels.salient_counts(wbits, wabs, *t_keep, gbits, gabs, *t_grad)
+        counts = stages.salient_counts(n_prune)
         ablated, threshold = ablated_from_counts(counts, budget, fan, gamma, ablation_base)
     k = fan_in_from_budget(budget, w.shape, ablated.size, s)
-    if ablated.size:                                  # ablated rows leave the keep ranking
-        ablated_row[ablated] = True
-        t_keep = _kernels.layer_threshold(wbits, wabs, wnb, ablated_row, _NO_POSITIONS, n_keep)
-    new_mask, kept = _kernels.srigl_keep_grow(wbits, wabs, *t_keep, gbits, gabs, gnb,
-                                              ablated_row, k)
+    new_mask, kept = stages.keep_grow(ablated, k)
     return _finish(w, m, new_mask, kept, mom, init, ablated, k, threshold)
+
+
+class _StableStages:
+    """The selections of one SRigL update with canonical ties (SPEC sections 1, 6, 7).
+
+    ``salient_counts(n_prune)`` -> int64 [out]; ``keep_grow(ablated, k)`` -> ``(new_mask,
+    kept)``, bool [out, F]. The keep threshold over all rows is shared by both stages.
+    """
+
+    def __init__(self, w2, g2, n_keep):
+        self.w = magnitude_keys(w2)
+        self.g = magnitude_keys(g2)
+        self.n_keep = n_keep
+        self.no_rows = np.zeros(w2.shape[0], np.bool_)
+        self.t_keep_all_rows = None
+
+    def _threshold(self, keys, row_skip, n):
+        return _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
+
+    def salient_counts(self, n_prune):
+        self.t_keep_all_rows = self._threshold(self.w, self.no_rows, self.n_keep)
+        t_grad = self._threshold(self.g, self.no_rows, n_prune)
+        return _kernels.salient_counts(*self.w[:2], *self.t_keep_all_rows, *self.g[:2], *t_grad)
+
+    def keep_grow(self, ablated, k):
+        ablated_row = self.no_rows.copy()
+        ablated_row[ablated] = True
+        t_keep = self.t_keep_all_rows
+        if ablated.size or t_keep is None:            # ablated rows leave the keep ranking
+            t_keep = self._threshold(self.w, ablated_row, self.n_keep)
+        return _kernels.srigl_keep_grow(*self.w[:2], *t_keep, *self.g, ablated_row, k)
+
+
+class _TorchStages:
+    """As ``_StableStages``, in the authors' PyTorch CPU tie order (SPEC-torch-ties.md)."""
+
+    def __init__(self, w2, g2, n_keep):
+        self.sd, self.sg = np.abs(w2), np.abs(g2)
+        self.n_keep = n_keep
+
+    def salient_counts(self, n_prune):
+        return torch_ties.salient_counts_torch(self.sd, self.sg, self.n_keep, n_prune)
+
+    def keep_grow(self, ablated, k):
+        keep, grow = torch_ties.srigl_keep_grow_torch(self.sd, self.sg, ablated, self.n_keep, k)
+        return keep | grow, keep
 
 
 def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=None,
@@ -210,8 +250,12 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)
     _nonzero_weights(w2, m2)
     n_prune, n_keep = _n_prune_keep(m2, df)
-    keep = top_magnitude_mask(w2, n_keep)
-    grow = top_magnitude_mask(g2, n_prune, pos_skip=keep)
+    if tie_break == "torch_cpu":
+        keep, grow = torch_ties.rigl_keep_grow_torch(np.abs(w2).ravel(), np.abs(g2).ravel(),
+                                                     n_keep, n_prune)
+    else:
+        keep = top_magnitude_mask(w2, n_keep)
+        grow = top_magnitude_mask(g2, n_prune, pos_skip=keep)
     return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1)
 
 

@@ -7,7 +7,7 @@ recompute ``min`` over the layer for every ablated row and cap every row).
 """
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from srigl_ref.dst import _torch_kernels as tk
@@ -210,6 +210,8 @@ def test_srigl_keep_grow_equals_naive(inputs):
 
 
 @given(srigl_stage_inputs())
+@example((np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32),  # n_keep > alive
+          np.array([0], np.int64), 3, 1))                             # positions: row 0 kept
 def test_srigl_keep_grow_invariants(inputs):
     """Integer scores, so ``min - 1`` is exact: rows end with exactly k (SPEC section 6)."""
     sd, sg, ablated, n_keep, k = inputs

@@ -1,0 +1,387 @@
+"""The training loop of SPEC section 5, its metrics, checkpoints and progress output.
+
+One optimizer step, in this order (SPEC section 5)::
+
+    forward -> loss -> backward (dense gradients of every parameter)
+    if this step precedes an update: accumulate the dense gradients of the sparse weights
+    SGD step with the masked gradient; momentum *= M and W *= M
+    step += 1
+    if step is an update step: per sparse layer, srigl/rigl/set_update on the post-step
+    weights with the mean accumulated dense gradient; the momentum buffer is masked with
+    the new mask
+
+``train`` only orchestrates: the math lives in ``dst`` and ``nn``; files are written
+through ``checkpoint``. It prints progress (stderr) and nothing else.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, data, dst
+from ._validate import (check_choice, check_density, check_int, check_real)
+from .nn.losses import softmax_cross_entropy
+from .nn.models import MODELS, INITS, build_model, sparse_init
+from .nn.optim import SGD, CosineLR
+
+METHODS = ("dense", "static", "set", "rigl", "srigl")
+DYNAMIC = ("set", "rigl", "srigl")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a run (stored in ``model.npz`` and ``summary.json``)."""
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    model: str = "mlp"
+    method: str = "srigl"
+    density: float = 0.1
+    distribution: str = "erk"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    warmup_epochs: int = 0
+    seed: int = 0
+    delta: int = 100
+    alpha: float = 0.3
+    t_end_fraction: float = 0.75
+    grad_accumulation_n: int = 1
+    gamma_sal: float = 0.3
+    ablation: bool = True
+    ablation_base: str = "sparse"
+    exempt_last_layer: bool = True
+    init: str = "kaiming"
+    dense_layers: tuple[int, ...] = ()
+    n_train: int | None = None        # use only the first n training examples (quick runs)
+
+    def __post_init__(self):
+        check_choice("method", self.method, METHODS)
+        check_choice("model", self.model, MODELS)
+        check_choice("distribution", self.distribution, dst.sparsity.DISTRIBUTIONS)
+        check_choice("init", self.init, INITS)
+        check_choice("dataset", self.dataset, data.DATASETS)
+        check_density("density", self.density)
+        check_int("epochs", self.epochs, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_real("lr", self.lr, low=0.0, low_open=True)
+        check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        check_real("weight_decay", self.weight_decay, low=0.0)
+        check_real("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        check_int("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs - 1)
+        check_int("seed", self.seed, low=0)
+        check_int("delta", self.delta, low=1)
+        check_real("alpha", self.alpha, low=0.0, high=1.0)
+        check_real("t_end_fraction", self.t_end_fraction, low=0.0, high=1.0)
+        check_int("grad_accumulation_n", self.grad_accumulation_n, low=1, high=self.delta)
+        check_real("gamma_sal", self.gamma_sal, low=0.0)
+        if self.n_train is not None:
+            check_int("n_train", self.n_train, low=1)
+        object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"config has unknown key(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class RunState:
+    """What changes during a run (everything a checkpoint must restore)."""
+    step: int = 0
+    epoch: int = 0
+    masks: dict = field(default_factory=dict)         # name -> bool mask (sparse layers)
+    ever_active: dict = field(default_factory=dict)   # name -> bool, for the ITOP rate
+    dense_grad: dict = field(default_factory=dict)    # name -> accumulated dense gradient
+    n_dense_grad: int = 0
+
+
+class Trainer:
+    """Builds data, model, masks and optimizer from a ``TrainConfig`` and runs epochs.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : path
+        Where ``metrics.jsonl``, ``model.npz`` and ``summary.json`` go (created).
+    progress : file-like or None
+        Progress lines (stderr by default; None for silence).
+    """
+
+    def __init__(self, config: TrainConfig, out_dir, *, progress=sys.stderr):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        data_rng, self.rng = np.random.default_rng(config.seed).spawn(2)
+        self.data = _subset(data.load_dataset(config.dataset, data_dir=config.data_dir,
+                                              progress=progress is not None, rng=data_rng),
+                            config.n_train)
+        self.model = build_model(config.model, self.data.input_shape, self.data.n_classes,
+                                 rng=self.rng)
+        self.steps_per_epoch = math.ceil(len(self.data.y_train) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.schedule = dst.UpdateSchedule.from_total(
+            self.total_steps, delta=config.delta, alpha=config.alpha,
+            t_end_fraction=config.t_end_fraction,
+            grad_accumulation_n=config.grad_accumulation_n)
+        self.lr_at = CosineLR(config.lr, self.total_steps,
+                              warmup_steps=config.warmup_epochs * self.steps_per_epoch)
+        shapes = [self.model.params[n].shape for n in self.model.sparse_names]
+        if config.method == "dense":
+            self.sparsities = [0.0] * len(shapes)
+        else:
+            self.sparsities = dst.layer_sparsities(shapes, config.density, config.distribution,
+                                                   dense_layers=config.dense_layers)
+        self.structure = "constant_fan_in" if config.method == "srigl" else "unstructured"
+        self.state = RunState()
+        if config.method != "dense":
+            self.state.masks = sparse_init(self.model, self.sparsities, self.rng, config.init,
+                                           structure=self.structure)
+        self.state.ever_active = {n: m.copy() for n, m in self._all_masks().items()}
+        self.optimizer = SGD(self.model.params, config.lr, momentum=config.momentum,
+                             nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.dense_grad_records = 0      # how many steps recorded a dense gradient
+        self.metrics = None              # checkpoint.MetricsLog while running
+
+    # ------------------------------------------------------------------ helpers
+    def _all_masks(self) -> dict:
+        """Masks of every sparse-able weight (all-True for dense layers and dense runs)."""
+        return {n: self.state.masks.get(n, np.ones(self.model.params[n].shape, np.bool_))
+                for n in self.model.sparse_names}
+
+    def _updated_layers(self):
+        """(index, name, sparsity) of the layers a topology update touches (S > 0)."""
+        return [(i, n, s) for i, (n, s) in enumerate(zip(self.model.sparse_names,
+                                                          self.sparsities)) if s > 0]
+
+    def _say(self, msg: str, end="\n") -> None:
+        if self.progress is not None:
+            print(msg, end=end, file=self.progress, flush=True)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """One optimizer step (and the topology update it may trigger). Returns (loss, hits)."""
+        cfg, st = self.config, self.state
+        logits, cache = self.model.forward(x)
+        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        grads = self.model.backward(dlogits, cache)
+        dynamic = cfg.method in DYNAMIC
+        if dynamic and cfg.method != "set" and self.schedule.needs_dense_grad(st.step + 1):
+            self._record_dense_grad(grads)
+        self.optimizer.step(grads, st.masks, lr=self.lr_at(st.step))
+        st.step += 1
+        if dynamic and self.schedule.is_update(st.step):
+            self.topology_update()
+        hits = int((logits.argmax(axis=1) == y).sum())
+        return loss, hits
+
+    def _record_dense_grad(self, grads: dict) -> None:
+        """Accumulate the dense gradients of the updated layers (SPEC section 5)."""
+        self.dense_grad_records += 1
+        for _, name, _ in self._updated_layers():
+            if name in self.state.dense_grad:
+                self.state.dense_grad[name] += grads[name]
+            else:
+                self.state.dense_grad[name] = grads[name].copy()
+        self.state.n_dense_grad += 1
+
+    def topology_update(self) -> dict:
+        """Update every sparse layer's mask at the current step; returns the metrics record."""
+        cfg, st = self.config, self.state
+        df = self.schedule.drop_fraction(st.step)
+        params, bufs = self.model.params, self.optimizer.momentum_buffers
+        layers = []
+        last = len(self.model.sparse_names) - 1
+        for i, name, s in self._updated_layers():
+            old = st.masks[name]
+            if cfg.method == "set":
+                u = dst.set_update(params[name], old, drop_fraction=df, rng=self.rng,
+                                   momentum=bufs[name])
+            else:
+                grad = st.dense_grad[name] / st.n_dense_grad
+                if cfg.method == "rigl":
+                    u = dst.rigl_update(params[name], old, grad, drop_fraction=df,
+                                        momentum=bufs[name])
+                else:
+                    u = dst.srigl_update(
+                        params[name], old, grad, sparsity=s, drop_fraction=df,
+                        gamma_sal=cfg.gamma_sal, ablation_base=cfg.ablation_base,
+                        ablation=cfg.ablation and not (cfg.exempt_last_layer and i == last),
+                        momentum=bufs[name])
+            params[name] = u.weight
+            bufs[name] = u.momentum
+            st.masks[name] = u.mask
+            st.ever_active[name] |= u.mask
+            old_rows = old.reshape(old.shape[0], -1).any(axis=1)
+            new_rows = u.mask.reshape(old.shape[0], -1).any(axis=1)
+            layers.append({"name": name, "n_pruned": u.n_pruned, "n_grown": u.n_grown,
+                           "n_ablated": int(u.ablated.size),
+                           "n_revived": int((new_rows & ~old_rows).sum()),
+                           "threshold": u.threshold, "fan_in": u.fan_in})
+        st.dense_grad, st.n_dense_grad = {}, 0
+        record = {"kind": "update", "step": st.step, "drop_fraction": df, "layers": layers}
+        if self.metrics is not None:
+            self.metrics.write(record)
+        return record
+
+    # ------------------------------------------------------------------ metrics
+    def layer_stats(self) -> list[dict]:
+        """Per sparse-able layer: shape, sparsity, fan-in, active and ablated neurons."""
+        out = []
+        for name, s in zip(self.model.sparse_names, self.sparsities):
+            m = self._all_masks()[name]
+            rows = m.reshape(m.shape[0], -1).sum(axis=1)
+            active = rows[rows > 0]
+            constant = active.size > 0 and (active == active[0]).all()
+            out.append({"name": name, "shape": list(m.shape), "sparsity": s,
+                        "fan_in": int(active[0]) if constant else -1,
+                        "n_active_neurons": int(active.size),
+                        "n_ablated": int((rows == 0).sum()),
+                        "density": float(m.mean())})
+        return out
+
+    def density(self) -> float:
+        masks = self._all_masks().values()
+        return float(sum(int(m.sum()) for m in masks) / sum(m.size for m in masks))
+
+    def itop_rate(self) -> float:
+        ever = self.state.ever_active.values()
+        return float(sum(int(m.sum()) for m in ever) / sum(m.size for m in ever))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000):
+        """(mean loss, accuracy) over a dataset, in batches."""
+        total_loss, hits = 0.0, 0
+        for lo in range(0, len(y), batch_size):
+            logits, _ = self.model.forward(x[lo:lo + batch_size], train=False)
+            loss, _ = softmax_cross_entropy(logits, y[lo:lo + batch_size])
+            total_loss += loss * len(logits)
+            hits += int((logits.argmax(axis=1) == y[lo:lo + batch_size]).sum())
+        return total_loss / len(y), hits / len(y)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, *, resume: bool = False, stop_after_epochs: int | None = None) -> dict:
+        """Train all epochs (or ``stop_after_epochs`` more), writing the run files.
+
+        Returns the summary (also written to ``summary.json``).
+        """
+        cfg, st = self.config, self.state
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._restore(checkpoint.load_checkpoint(self.out_dir / "model.npz"))
+        self.metrics = checkpoint.MetricsLog(self.out_dir / "metrics.jsonl",
+                                             resume_step=st.step if resume else None)
+        t_start = time.perf_counter()
+        last_epoch = cfg.epochs if stop_after_epochs is None else min(
+            cfg.epochs, st.epoch + stop_after_epochs)
+        self._say(f"{cfg.method} {cfg.model} on {cfg.dataset}: density {cfg.density} "
+                  f"({cfg.distribution}), {cfg.epochs} epochs x {self.steps_per_epoch} steps, "
+                  f"seed {cfg.seed}")
+        while st.epoch < last_epoch:
+            self._run_epoch()
+        seconds = time.perf_counter() - t_start
+        summary = self._summary(seconds)
+        checkpoint.write_json(self.out_dir / "summary.json", summary)
+        return summary
+
+    def _run_epoch(self) -> None:
+        cfg, st = self.config, self.state
+        t0 = time.perf_counter()
+        last_note = t0
+        order = self.rng.permutation(len(self.data.y_train))
+        loss_sum, hits, seen = 0.0, 0, 0
+        for b, lo in enumerate(range(0, len(order), cfg.batch_size)):
+            idx = order[lo:lo + cfg.batch_size]
+            x = np.ascontiguousarray(self.data.x_train[idx])
+            loss, h = self.train_step(x, self.data.y_train[idx])
+            loss_sum += loss * len(idx)
+            hits += h
+            seen += len(idx)
+            now = time.perf_counter()
+            if now - last_note > 2.0:
+                done = (b + 1) / self.steps_per_epoch
+                eta = (now - t0) / done * (1 - done)
+                self._say(f"  epoch {st.epoch + 1}/{cfg.epochs}: {100 * done:3.0f}% "
+                          f"loss {loss_sum / seen:.4f} (epoch ETA {eta:.0f} s)")
+                last_note = now
+        st.epoch += 1
+        test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+        record = {"kind": "epoch", "epoch": st.epoch, "step": st.step,
+                  "train_loss": loss_sum / seen, "train_accuracy": hits / seen,
+                  "test_loss": test_loss, "test_accuracy": test_acc,
+                  "lr": self.lr_at(max(st.step - 1, 0)), "density": self.density(),
+                  "itop_rate": self.itop_rate(), "seconds": time.perf_counter() - t0,
+                  "layers": [{k: d[k] for k in ("name", "fan_in", "n_active_neurons",
+                                                 "n_ablated")} for d in self.layer_stats()]}
+        self.metrics.write(record)
+        self._save()
+        self._say(f"epoch {st.epoch}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
+                  f"acc {record['train_accuracy']:.4f}  test loss {test_loss:.4f} "
+                  f"acc {test_acc:.4f}  density {record['density']:.4f}  "
+                  f"ITOP {record['itop_rate']:.3f}  {record['seconds']:.1f} s")
+
+    def _summary(self, seconds: float) -> dict:
+        last = [r for r in checkpoint.read_metrics(self.out_dir / "metrics.jsonl")
+                if r["kind"] == "epoch"]
+        final = last[-1] if last else {}
+        return {"test_accuracy": final.get("test_accuracy"),
+                "test_loss": final.get("test_loss"),
+                "train_accuracy": final.get("train_accuracy"),
+                "density": self.density(), "target_density": self.config.density,
+                "method": self.config.method, "seconds": seconds,
+                "epochs": self.state.epoch, "steps": self.state.step,
+                "itop_rate": self.itop_rate(), "layers": self.layer_stats(),
+                "config": asdict(self.config)}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self) -> None:
+        st = self.state
+        meta = {"config": asdict(self.config), "step": st.step, "epoch": st.epoch,
+                "rng_state": self.rng.bit_generator.state,
+                "sparse_names": self.model.sparse_names, "sparsities": self.sparsities,
+                "n_dense_grad": st.n_dense_grad,
+                "dense_grad_names": list(st.dense_grad)}
+        ckpt = checkpoint.Checkpoint(
+            params=dict(self.model.params), masks=self._all_masks(),
+            momentum=dict(self.optimizer.momentum_buffers), ever_active=st.ever_active,
+            meta=meta, dense_grad=st.dense_grad)
+        checkpoint.save_checkpoint(self.out_dir / "model.npz", ckpt)
+
+    def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        if ckpt.config != asdict(self.config):
+            diff = sorted(k for k in ckpt.config if ckpt.config[k] != asdict(self.config)[k])
+            raise ValueError(f"{self.out_dir / 'model.npz'}: the checkpoint's config differs "
+                             f"in {diff}; resume with the same arguments")
+        st = self.state
+        self.model.load_state_dict({n: ckpt.params[n] for n in self.model.params})
+        self.optimizer.momentum_buffers = {n: ckpt.momentum[n].copy()
+                                           for n in self.model.params}
+        st.masks = {n: ckpt.masks[n].copy() for n in st.masks}
+        st.ever_active = {n: ckpt.ever_active[n].copy() for n in self.model.sparse_names}
+        st.dense_grad = {n: ckpt.dense_grad[n].copy() for n in ckpt.meta["dense_grad_names"]}
+        st.n_dense_grad = ckpt.meta["n_dense_grad"]
+        st.step, st.epoch = ckpt.meta["step"], ckpt.meta["epoch"]
+        self.rng.bit_generator.state = ckpt.meta["rng_state"]
+
+
+def _subset(ds: data.Dataset, n_train: int | None) -> data.Dataset:
+    """The first ``n_train`` training examples (all if None or larger)."""
+    if n_train is None or n_train >= len(ds.y_train):
+        return ds
+    return data.Dataset(ds.name, ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test,
+                        ds.y_test, ds.n_classes)
+
+
+def train(config: TrainConfig, out_dir, *, resume=False, progress=sys.stderr) -> dict:
+    """Run (or resume) one training run; returns its summary."""
+    return Trainer(config, out_dir, progress=progress).run(resume=resume)
