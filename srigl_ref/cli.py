@@ -136,6 +136,12 @@ def _demo(args) -> None:
           f"active = {int(u.mask.sum())} <= B")
 
 
+def _one_line(message: str) -> str:
+    """A multi-line message (e.g. every place a dataset was looked for) on one line."""
+    lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
+    return "; ".join(lines)
+
+
 def main(argv=None) -> int:
     """Entry point of ``srigl-ref``; returns the exit code."""
     parser = build_parser()
@@ -143,6 +149,6 @@ def main(argv=None) -> int:
     try:
         args.run(args)
     except (ValueError, TypeError, OSError) as e:
-        print(f"srigl-ref: error: {e}", file=sys.stderr)
+        print(f"srigl-ref: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     return 0

@@ -276,25 +276,34 @@ class Trainer:
         Returns the summary (also written to ``summary.json``).
         """
         cfg, st = self.config, self.state
+        self.start(resume=resume)
+        t_start = time.perf_counter()
+        last_epoch = cfg.epochs if stop_after_epochs is None else min(
+            cfg.epochs, st.epoch + stop_after_epochs)
+        while st.epoch < last_epoch:
+            self.run_epoch()
+        return self.finish(time.perf_counter() - t_start)
+
+    def start(self, *, resume: bool = False) -> None:
+        """Create the output folder and metrics log; restore the checkpoint if resuming."""
+        cfg = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._restore(checkpoint.load_checkpoint(self.out_dir / "model.npz"))
         self.metrics = checkpoint.MetricsLog(self.out_dir / "metrics.jsonl",
-                                             resume_step=st.step if resume else None)
-        t_start = time.perf_counter()
-        last_epoch = cfg.epochs if stop_after_epochs is None else min(
-            cfg.epochs, st.epoch + stop_after_epochs)
+                                             resume_step=self.state.step if resume else None)
         self._say(f"{cfg.method} {cfg.model} on {cfg.dataset}: density {cfg.density} "
                   f"({cfg.distribution}), {cfg.epochs} epochs x {self.steps_per_epoch} steps, "
                   f"seed {cfg.seed}")
-        while st.epoch < last_epoch:
-            self._run_epoch()
-        seconds = time.perf_counter() - t_start
+
+    def finish(self, seconds: float) -> dict:
+        """Write and return ``summary.json`` (``seconds``: wall time of this invocation)."""
         summary = self._summary(seconds)
         checkpoint.write_json(self.out_dir / "summary.json", summary)
         return summary
 
-    def _run_epoch(self) -> None:
+    def run_epoch(self) -> None:
+        """One epoch: shuffled mini-batches, evaluation, metrics record, checkpoint."""
         cfg, st = self.config, self.state
         t0 = time.perf_counter()
         last_note = t0
@@ -358,8 +367,10 @@ class Trainer:
         checkpoint.save_checkpoint(self.out_dir / "model.npz", ckpt)
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
-        if ckpt.config != asdict(self.config):
-            diff = sorted(k for k in ckpt.config if ckpt.config[k] != asdict(self.config)[k])
+        saved = TrainConfig.from_dict(ckpt.config)
+        if saved != self.config:
+            diff = [f.name for f in fields(TrainConfig)
+                    if getattr(saved, f.name) != getattr(self.config, f.name)]
             raise ValueError(f"{self.out_dir / 'model.npz'}: the checkpoint's config differs "
                              f"in {diff}; resume with the same arguments")
         st = self.state
