@@ -159,7 +159,8 @@ def read_summary(path) -> dict:
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}")
-    if not 0.0 <= summary["test_accuracy"] <= 1.0:
+    acc = summary["test_accuracy"]
+    if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not 0.0 <= acc <= 1.0:
         raise ValueError(f"{path}: test_accuracy == {summary['test_accuracy']}, must be in "
                          f"[0, 1]")
     for i, layer in enumerate(summary["layers"]):
