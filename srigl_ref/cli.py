@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gamma-sal", type=float, default=0.3)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    _add_interchange(sub)
     return parser
 
 
@@ -67,6 +68,9 @@ def _add_train(sub) -> None:
                    help="use only the first N training examples (quick runs)")
     p.add_argument("--out", default=None, help="output folder (default runs/<method>_<model>_"
                    "<dataset>_d<density>_s<seed>)")
+    p.add_argument("--trace", metavar="DIR", default=None,
+                   help="write every topology update of every layer as a replayable case "
+                   "file into DIR (see `srigl-ref replay`)")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR from its last checkpoint (other options "
                    "are taken from that checkpoint)")
@@ -94,7 +98,7 @@ def _train(args) -> None:
         out = Path(args.out or f"runs/{config.method}_{config.model}_{config.dataset}_"
                    f"d{config.density}_s{config.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = Trainer(config, out).run(resume=bool(args.resume))
+    summary = Trainer(config, out, trace_dir=args.trace).run(resume=bool(args.resume))
     _print_summary(summary, out)
 
 
@@ -136,6 +140,71 @@ def _demo(args) -> None:
           f"active = {int(u.mask.sum())} <= B")
 
 
+def _add_interchange(sub) -> None:
+    """``replay``, ``inspect`` and ``export`` (srigl_ref/interchange, docs/interchange.md)."""
+    p = sub.add_parser("replay", help="run one topology update from a case file (or every "
+                       "case in a folder) and compare with its stored outputs",
+                       description="Replay golden-vector-schema cases (docs/interchange.md). "
+                       "Exit code 0: done / all match; 1: a mismatch (the first is "
+                       "explained); 2: bad input.")
+    p.add_argument("case", metavar="CASE", help="a case .npz, or a folder of them (a "
+                   "training trace, tests/golden/srigl, ...)")
+    p.add_argument("--out", default=None, help="write our result (inputs + our outputs) "
+                   "there: a file for a case, a folder for a folder")
+    p.add_argument("--tie-break", choices=("stable", "torch_cpu"), default=None,
+                   help="default: the case's tie_break key, else torch_cpu (golden files)")
+    p.add_argument("--expect", action="store_true",
+                   help="compare with the stored outputs; report the first difference")
+    p.set_defaults(run=_replay)
+    p = sub.add_parser("inspect", help="per-layer density, constant fan-in and ablated "
+                       "neurons of model.npz, a torch.save file or .safetensors")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(run=_inspect)
+    p = sub.add_parser("export", help="write a trained model for PyTorch users")
+    p.add_argument("dir", metavar="DIR", help="a run folder holding model.npz (or the file)")
+    p.add_argument("--format", choices=("safetensors", "pt-compatible-npz"), required=True)
+    p.add_argument("--out", default=None, help="output file (default DIR/model.safetensors "
+                   "or DIR/model_pt.npz)")
+    p.set_defaults(run=_export)
+
+
+def _replay(args) -> int:
+    from pathlib import Path
+
+    from .interchange import replay
+    path = Path(args.case)
+    kw = dict(tie_break=args.tie_break, expect=args.expect, out=args.out)
+    if not path.is_dir():
+        r = replay.replay_file(path, **kw)
+        print(r.summary())
+        return 1 if r.mismatch else 0
+    n, bad, first = 0, 0, None
+    for r in replay.replay_dir(path, **kw):
+        n += 1
+        if r.mismatch:
+            bad += 1
+            first = first or r
+    if first is not None:
+        print(f"{path}: first diverging update: {first.summary()}")
+        print(f"{path}: {bad} of {n} case(s) differ")
+        return 1
+    done = f"all {n} case(s) match" if args.expect else f"replayed {n} case(s)"
+    print(f"{path}: {done}" + (f"; results in {args.out}" if args.out else ""))
+    return 0
+
+
+def _inspect(args) -> None:
+    from .interchange.inspect import format_reports, inspect_file
+    fmt, reports = inspect_file(args.file)
+    print(format_reports(args.file, fmt, reports))
+
+
+def _export(args) -> None:
+    from .interchange.export import export_model
+    out = export_model(args.dir, args.out, format=args.format)
+    print(f"wrote {out} ({args.format})")
+
+
 def _one_line(message: str) -> str:
     """A multi-line message (e.g. every place a dataset was looked for) on one line."""
     lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
@@ -147,8 +216,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (ValueError, TypeError, OSError) as e:
         print(f"srigl-ref: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0

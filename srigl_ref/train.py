@@ -27,6 +27,7 @@ from . import checkpoint, data, dst
 from ._validate import (check_choice, check_density, check_int, check_real)
 from .nn.losses import softmax_cross_entropy
 from .nn.models import MODELS, INITS, build_model, sparse_init
+from .interchange import cases
 from .nn.optim import SGD, CosineLR
 
 METHODS = ("dense", "static", "set", "rigl", "srigl")
@@ -117,12 +118,16 @@ class Trainer:
         Where ``metrics.jsonl``, ``model.npz`` and ``summary.json`` go (created).
     progress : file-like or None
         Progress lines (stderr by default; None for silence).
+    trace_dir : path or None
+        If given, every topology update of every layer is written there as a replayable
+        case file (``interchange.cases.write_case``): ``step_XXXXXXX/<name>.npz``.
     """
 
-    def __init__(self, config: TrainConfig, out_dir, *, progress=sys.stderr):
+    def __init__(self, config: TrainConfig, out_dir, *, progress=sys.stderr, trace_dir=None):
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.trace_dir = None if trace_dir is None else Path(trace_dir)
         data_rng, self.rng = np.random.default_rng(config.seed).spawn(2)
         self.data = _subset(data.load_dataset(config.dataset, data_dir=config.data_dir,
                                               progress=progress is not None, rng=data_rng),
@@ -205,6 +210,8 @@ class Trainer:
         last = len(self.model.sparse_names) - 1
         for i, name, s in self._updated_layers():
             old = st.masks[name]
+            ablation = cfg.ablation and not (cfg.exempt_last_layer and i == last)
+            grad = None
             if cfg.method == "set":
                 u = dst.set_update(params[name], old, drop_fraction=df, rng=self.rng,
                                    momentum=bufs[name])
@@ -217,8 +224,15 @@ class Trainer:
                     u = dst.srigl_update(
                         params[name], old, grad, sparsity=s, drop_fraction=df,
                         gamma_sal=cfg.gamma_sal, ablation_base=cfg.ablation_base,
-                        ablation=cfg.ablation and not (cfg.exempt_last_layer and i == last),
-                        momentum=bufs[name])
+                        ablation=ablation, momentum=bufs[name])
+            if self.trace_dir is not None:
+                cases.write_case(
+                    cases.trace_path(self.trace_dir, st.step, name), method=cfg.method,
+                    weight=params[name], mask=old, grad=grad, momentum=bufs[name],
+                    sparsity=s, drop_fraction=df, step=st.step, t_end=self.schedule.t_end,
+                    alpha=cfg.alpha, gamma_sal=cfg.gamma_sal, ablation=ablation,
+                    ablation_base=cfg.ablation_base, tie_break="stable", result=u,
+                    meta={"layer_index": i, "name": name})
             params[name] = u.weight
             bufs[name] = u.momentum
             st.masks[name] = u.mask

@@ -233,3 +233,16 @@ def test_fashion_mnist_few_hundred_steps(tmp_path):
     summary = Trainer(cfg, tmp_path, progress=None).run()
     assert summary["steps"] == 400
     assert summary["test_accuracy"] > 0.80
+
+
+@pytest.mark.parametrize("method", ["srigl", "rigl"])
+def test_trace_replays_identically(tmp_path, method):
+    """`train --trace` writes one case per update and layer; each replays to our result."""
+    from srigl_ref.interchange import replay_dir
+    t = Trainer(TrainConfig(method=method, **TINY), tmp_path / "run", progress=None,
+                trace_dir=tmp_path / "trace")
+    t.run()
+    files = sorted((tmp_path / "trace").glob("step_*/*.npz"))
+    assert len(files) == 5 * 2                  # 5 updates x (fc1, fc2; fc3 is dense)
+    results = list(replay_dir(tmp_path / "trace"))
+    assert len(results) == 10 and all(r.mismatch is None for r in results)

@@ -1,0 +1,1 @@
+"""Tests of srigl_ref.interchange (docs/interchange.md)."""

@@ -1,0 +1,74 @@
+"""``srigl-ref replay | inspect | export``: output and exit codes 0 / 1 / 2."""
+import numpy as np
+import pytest
+
+from srigl_ref.cli import main
+from tests.dst.test_golden import SRIGL
+from tests.interchange.conftest import FIXTURES
+
+
+def test_replay_golden_folder_matches(capsys):
+    assert main(["replay", str(SRIGL[0].parent), "--expect"]) == 0
+    assert capsys.readouterr().out.strip().endswith("all 34 case(s) match")
+
+
+def test_replay_file_without_expect_describes_the_update(capsys, tmp_path):
+    out = tmp_path / "r.npz"
+    assert main(["replay", str(SRIGL[3]), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "srigl update (torch_cpu) done:" in text and "k = " in text
+    assert main(["replay", str(out), "--expect", "--tie-break", "torch_cpu"]) == 0
+
+
+def test_replay_mismatch_exits_1_and_names_position_and_stage(capsys, tmp_path):
+    with np.load(SRIGL[1]) as z:
+        arrays = {k: z[k] for k in z.files}
+    p = int(np.flatnonzero(arrays["mask_out"])[0])
+    arrays["mask_out"].flat[p] = False
+    np.savez(tmp_path / "c.npz", **arrays)
+    assert main(["replay", str(tmp_path / "c.npz"), "--expect"]) == 1
+    text = capsys.readouterr().out
+    assert f"flat index {p}" in text and "MISMATCH" in text and "stage " in text
+    assert main(["replay", str(tmp_path), "--expect"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "first diverging update" in lines[0] and lines[1].endswith("1 of 1 case(s) differ")
+
+
+def test_stable_replay_of_tied_golden_folder_exits_1(capsys):
+    assert main(["replay", str(SRIGL[0].parent), "--expect", "--tie-break", "stable"]) == 1
+    assert "case(s) differ" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["replay", "{tmp}/missing.npz"], r"missing\.npz: no such case file"),
+    (["replay", "{tmp}/junk.npz"], r"junk\.npz: not a readable \.npz case file"),
+    (["replay", "{tmp}/nograd.npz"], r"nograd\.npz: missing key 'grad'"),
+    (["replay", "{tmp}"], r"no \.npz case files below this folder"),
+    (["inspect", "{tmp}/junk.npz"], r"junk\.npz: not a PyTorch checkpoint"),
+    (["inspect", str(FIXTURES / "module.pt")], r"refused global torch\.nn\.modules"),
+    (["export", "{tmp}", "--format", "safetensors"], r"no such checkpoint file"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "junk" in " ".join(argv):
+        (tmp_path / "junk.npz").write_bytes(b"garbage")
+    if "nograd" in " ".join(argv):
+        with np.load(SRIGL[0]) as z:
+            np.savez(tmp_path / "nograd.npz", **{k: z[k] for k in z.files if k != "grad"})
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("srigl-ref: error: ") and err.count("\n") == 1
+    assert __import__("re").search(message, err), err
+
+
+def test_inspect_and_export_exit_0(capsys, model_npz):
+    assert main(["inspect", str(FIXTURES / "scheduler.pt")]) == 0
+    assert "scheduler (dense)" in capsys.readouterr().out
+    assert main(["export", str(model_npz.parent), "--format", "pt-compatible-npz"]) == 0
+    assert capsys.readouterr().out.startswith("wrote ")
+    assert main(["inspect", str(model_npz.parent / "model_pt.npz")]) == 0
+    assert "fc1.weight" in capsys.readouterr().out
+
+
+def test_demo_still_returns_0(capsys):
+    assert main(["demo", "--out-features", "8", "--in-features", "16"]) == 0
