@@ -115,7 +115,8 @@ class Conv2d:
     """2-D cross-correlation (PyTorch ``Conv2d``): square kernel, stride, zero padding.
 
     ``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] * x_pad[b, c, i*s + p, j*s + q]``
-    computed as one GEMM over ``im2col`` columns (``srigl_ref.nn._kernels``).
+    computed as one GEMM over im2col columns (``srigl_ref.nn._kernels``); the backward
+    scatters with ``col2im``.
     """
     in_channels: int
     out_channels: int
@@ -157,8 +158,8 @@ class Conv2d:
         x = _check_input(self, x, None, 4)
         _, oh, ow = self.output_shape(x.shape[1:])
         p = _check_params(self, params, x.dtype)
-        k, n_batch = self.kernel_size, x.shape[0]
-        cols = _kernels.im2col(x, k, k, self.stride, self.padding, oh, ow)  # [C*k*k, B*oh*ow]
+        n_batch = x.shape[0]
+        cols = _im2col(x, self.kernel_size, self.stride, self.padding)     # [C*k*k, B*oh*ow]
         w_mat = p["weight"].reshape(self.out_channels, -1)                 # [O, C*k*k]
         y = w_mat @ cols                                                   # [O, B*oh*ow]
         y += p["bias"][:, None]
@@ -179,20 +180,30 @@ class Conv2d:
         grads : dict with ``weight`` (C_out, C_in, k, k) and ``bias`` (C_out,)
         """
         x_shape, cols, w_mat = cache
-        n_batch, n_chan, height, width = x_shape
+        n_batch, n_chan = x_shape[:2]
         y_shape = (n_batch, *self.output_shape(x_shape[1:]))
         dy = _check_grad(dy, y_shape, cols.dtype)
         k, (_, _, oh, ow) = self.kernel_size, y_shape
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
         d_weight = (dy_mat @ cols.T).reshape(self.param_shapes()["weight"])
         dcols = w_mat.T @ dy_mat                                            # [C*k*k, B*oh*ow]
-        dx = _kernels.col2im(dcols, n_batch, n_chan, height, width, k, k, self.stride,
-                             self.padding, oh, ow)
+        dx = np.zeros(x_shape, cols.dtype)                                  # [B, C, H, W]
+        _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
+                        self.padding, dx)
         return dx, {"weight": d_weight, "bias": dy_mat.sum(axis=1)}
 
 
 def _conv_size(n: int, kernel: int, stride: int, padding: int) -> int:
     return (n + 2 * padding - kernel) // stride + 1
+
+
+def _im2col(x: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:
+    """Unfold x [B, C, H, W] into ``cols`` [C*k*k, B*oh*ow] (``_kernels.im2col``)."""
+    n_batch, n_chan, height, width = x.shape
+    oh, ow = (_conv_size(n, k, stride, padding) for n in (height, width))
+    cols = np.empty((n_chan, k, k, n_batch, oh, ow), x.dtype)
+    _kernels.im2col(x, stride, padding, cols)
+    return cols.reshape(n_chan * k * k, n_batch * oh * ow)
 
 
 @dataclass(frozen=True)
@@ -250,15 +261,18 @@ class MaxPool2d:
         """x : ndarray (B, C, H, W), float -> y (B, C, oh, ow); cache for ``backward``."""
         x = _check_input(self, x, None, 4)
         _check_params(self, params, x.dtype)
-        _, oh, ow = self.output_shape(x.shape[1:])
-        y, arg = _kernels.maxpool2d_forward(x, self.kernel_size, self.step, oh, ow)
+        y_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
+        y, arg = np.empty(y_shape, x.dtype), np.empty(y_shape, np.int64)
+        _kernels.maxpool2d_forward(x, self.kernel_size, self.step, y, arg)
         return y, (x.shape, arg, x.dtype)
 
     def backward(self, dy, cache):
         """dy (B, C, oh, ow) -> dx (B, C, H, W); grads is ``{}``."""
         x_shape, arg, dtype = cache
         dy = _check_grad(dy, arg.shape, dtype)
-        return _kernels.maxpool2d_backward(dy, arg, x_shape[2], x_shape[3]), {}
+        dx = np.zeros((*x_shape[:2], x_shape[2] * x_shape[3]), dtype)   # [B, C, H*W]
+        _kernels.maxpool2d_backward(dy, arg, dx)
+        return dx.reshape(x_shape), {}
 
 
 @dataclass(frozen=True)

@@ -70,25 +70,24 @@ def test_gap_and_flatten_gradients(rng):
 
 @st.composite
 def conv_cases(draw):
+    """(layer, x, params, rng): a small Conv2d with any stride / padding that fits, float64."""
     k = draw(st.integers(1, 4))
     stride = draw(st.integers(1, 3))
     padding = draw(st.integers(0, 2))
     low = max(1, k - 2 * padding)
     h, w = draw(st.integers(low, low + 6)), draw(st.integers(low, low + 6))
-    dims = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    return dims, k, stride, padding, (h, w), draw(st.integers(0, 2**32 - 1))
+    n_batch, c_in, c_out = (draw(st.integers(1, 3)) for _ in range(3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    layer = Conv2d(c_in, c_out, k, stride=stride, padding=padding)
+    return layer, rng.standard_normal((n_batch, c_in, h, w)), _params(layer, rng), rng
 
 
 @given(conv_cases())
 def test_conv2d_forward_matches_naive(case):
-    (n_batch, c_in, c_out), k, stride, padding, hw, seed = case
-    rng = np.random.default_rng(seed)
-    layer = Conv2d(c_in, c_out, k, stride=stride, padding=padding)
-    x = rng.standard_normal((n_batch, c_in, *hw))
-    p = _params(layer, rng)
+    layer, x, p, _ = case
     y, _ = layer.forward(x, p)
-    want = conv2d_naive(x, p["weight"], p["bias"], stride, padding)
-    assert y.shape == want.shape == (n_batch, *layer.output_shape(x.shape[1:]))
+    want = conv2d_naive(x, p["weight"], p["bias"], layer.stride, layer.padding)
+    assert y.shape == want.shape == (len(x), *layer.output_shape(x.shape[1:]))
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     p32 = {key: v.astype(np.float32) for key, v in p.items()}
     y32, _ = layer.forward(x.astype(np.float32), p32)
@@ -99,11 +98,7 @@ def test_conv2d_forward_matches_naive(case):
 @given(conv_cases())
 def test_conv2d_backward_is_the_adjoint(case):
     """conv is linear in x and in W: <conv(x) - b, dy> = <x, dx> = <W, dW>."""
-    (n_batch, c_in, c_out), k, stride, padding, hw, seed = case
-    rng = np.random.default_rng(seed)
-    layer = Conv2d(c_in, c_out, k, stride=stride, padding=padding)
-    x = rng.standard_normal((n_batch, c_in, *hw))
-    p = _params(layer, rng)
+    layer, x, p, rng = case
     y, cache = layer.forward(x, p)
     dy = rng.standard_normal(y.shape)
     dx, grads = layer.backward(dy, cache)
