@@ -1,7 +1,8 @@
 """How fast is one topology update, against the least any update must do?
 
-Times ``srigl_update`` and ``rigl_update`` (stable tie-break, and ``torch_cpu`` when that
-mode exists) on one layer, side by side in one run with:
+Times ``srigl_update`` and ``rigl_update`` (tie-breaks ``stable`` and ``torch_cpu``) on one
+layer, with a continuous gradient and with one whose rows are 30 % exactly zero (``, ties``:
+tied regrowth boundaries), side by side in one run with:
   (a) one ``np.partition`` of the layer's dense ``|grad|`` (a single selection over N
       scores: any RigL-style update needs at least that), and
   (b) the literal reference ``tests/naive.py`` (slow: timed with fewer repeats).
@@ -54,12 +55,17 @@ def bench_one(shape, sparsity, repeats, naive_repeats, rng):
     abs_grad = np.abs(grad).ravel()
     n_prune = int(mask.sum() * DROP_FRACTION)
     competitors = {"np.partition(|G|)": lambda: np.partition(abs_grad, abs_grad.size - n_prune)}
-    for tb in tie_breaks():
-        competitors[f"srigl[{tb}]"] = lambda tb=tb: srigl_ref.srigl_update(
-            weight, mask, grad, sparsity=sparsity, drop_fraction=DROP_FRACTION,
-            momentum=momentum, tie_break=tb)
-        competitors[f"rigl[{tb}]"] = lambda tb=tb: srigl_ref.rigl_update(
-            weight, mask, grad, drop_fraction=DROP_FRACTION, momentum=momentum, tie_break=tb)
+    # the same gradient with 30 % of the rows exactly zero ("dead" neurons): regrowth in
+    # those rows is all ties, so torch_cpu must emulate torch's sort order there
+    grad_ties = np.where(rng.random((grad.shape[0], 1)) < 0.3, np.float32(0), grad)
+    for g, tag in ((grad, ""), (grad_ties, ", ties")):
+        for tb in tie_breaks():
+            competitors[f"srigl[{tb}{tag}]"] = lambda tb=tb, g=g: srigl_ref.srigl_update(
+                weight, mask, g, sparsity=sparsity, drop_fraction=DROP_FRACTION,
+                momentum=momentum, tie_break=tb)
+            competitors[f"rigl[{tb}{tag}]"] = lambda tb=tb, g=g: srigl_ref.rigl_update(
+                weight, mask, g, drop_fraction=DROP_FRACTION, momentum=momentum,
+                tie_break=tb)
     # correctness before timing: the kernel equals the literal reference
     want = naive.srigl_update(weight, mask, grad, sparsity, DROP_FRACTION) if naive_repeats \
         else None

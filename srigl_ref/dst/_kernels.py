@@ -28,7 +28,9 @@ def _refine_threshold(buf, m, r, low_bits):
     """Threshold of the ``r`` largest among ``buf[:m]`` (keys that agree above ``low_bits``).
 
     ``buf`` : int64 [>= m], scratch, reordered in place. ``1 <= r <= m``.
-    Returns ``(t, take)``: the ``r`` largest are all keys ``> t`` plus ``take`` keys ``== t``.
+    Returns ``(t, take, tied)``: the ``r`` largest are all keys ``> t`` plus ``take`` keys
+    ``== t``; ``tied`` says that more keys equal ``t`` than are taken (the selected *set*
+    then depends on the tie-break; otherwise every tie-break selects the same set).
     """
     hist = np.empty(1 << _DIGIT_BITS, np.int64)
     shift = low_bits
@@ -54,12 +56,12 @@ def _refine_threshold(buf, m, r, low_bits):
         if buf[i] < t:
             t = buf[i]
     if m > r:        # all m remaining keys are equal (shift reached 0): take r of them
-        return t, r
+        return t, r, True
     take = 0         # m == r: every remaining key is selected, among them all keys == t
     for i in range(m):
         if buf[i] == t:
             take += 1
-    return t, take
+    return t, take, False
 
 
 @njit(cache=True)
@@ -83,7 +85,9 @@ def layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n):
     -------
     t, take : int
         Selected = eligible and (key > t or key == t among the first ``take`` such).
-        ``n == 0`` returns ``(absmask, 0)``, which selects nothing.
+        ``n == 0`` returns ``(absmask, 0, False)``, which selects nothing.
+    tied : bool
+        Keys equal to ``t`` are left out: another tie-break could select another set.
     """
     out, fan = bits.shape
     use_pos = pos_skip.size > 0
@@ -100,7 +104,7 @@ def layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n):
             n_eligible += 1
     n = min(n, n_eligible)
     if n <= 0:
-        return np.int64(absmask), 0
+        return np.int64(absmask), 0, False
     b = (1 << _LEVEL1_BITS) - 1
     above = 0
     while above + hist[b] < n:
@@ -123,11 +127,11 @@ def layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n):
 
 @njit(cache=True)
 def select_top(bits, absmask, nbits, row_skip, pos_skip, n):
-    """Boolean [out, F] mask of the ``n`` largest eligible keys (SPEC section 1).
+    """Boolean [out, F] mask of the ``n`` largest eligible keys (SPEC section 1), and ``tied``.
 
-    Arguments as in ``layer_threshold``. Slow twin: ``tests/naive.py::top_n``.
+    Arguments and ``tied`` as in ``layer_threshold``. Slow twin: ``tests/naive.py::top_n``.
     """
-    t, take = layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n)
+    t, take, tied = layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n)
     out, fan = bits.shape
     use_pos = pos_skip.size > 0
     selected = np.zeros((out, fan), np.bool_)
@@ -144,7 +148,7 @@ def select_top(bits, absmask, nbits, row_skip, pos_skip, n):
             elif key == t:
                 selected[i, j] = n_eq < take
                 n_eq += 1
-    return selected
+    return selected, tied
 
 
 @njit(cache=True)
@@ -208,26 +212,38 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
         Exactly ``k`` per non-ablated row, none in ablated rows.
     kept : bool [out, F]
         The keep set after the cap (``new_mask & ~kept`` are the grown positions).
+    n_capped : int
+        Rows whose kept positions exceeded ``k`` (the cap chose among them).
+    n_tied : int
+        Rows whose grow boundary was tied (the tie-break chose among equal ``|G|``).
     """
     out, fan = wbits.shape
     new_mask = np.zeros((out, fan), np.bool_)
     kept = np.zeros((out, fan), np.bool_)
     row_keys = np.empty(fan, np.int64)
     n_eq = 0
+    n_capped = 0
+    n_tied = 0
     for i in range(out):
         if ablated_row[i]:
             continue
         c = 0
+        capped = False
         for j in range(fan):
             key = np.int64(wbits[i, j]) & wabsmask
             keep = key > t
             if key == t:
                 keep = n_eq < take
                 n_eq += 1
-            if keep and c < k:       # the cap: the first k kept positions of the row
-                new_mask[i, j] = True
-                kept[i, j] = True
-                c += 1
+            if keep:
+                if c < k:            # the cap: the first k kept positions of the row
+                    new_mask[i, j] = True
+                    kept[i, j] = True
+                    c += 1
+                else:
+                    capped = True
+        if capped:
+            n_capped += 1
         n_grow = k - c
         if n_grow == 0:
             continue
@@ -236,7 +252,9 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
             if not new_mask[i, j]:
                 row_keys[m] = np.int64(gbits[i, j]) & gabsmask
                 m += 1
-        tg, take_g = _refine_threshold(row_keys, m, n_grow, gnbits)
+        tg, take_g, tied = _refine_threshold(row_keys, m, n_grow, gnbits)
+        if tied:
+            n_tied += 1
         n_eq_g = 0
         for j in range(fan):
             if new_mask[i, j]:
@@ -247,7 +265,7 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
             elif key == tg:
                 new_mask[i, j] = n_eq_g < take_g
                 n_eq_g += 1
-    return new_mask, kept
+    return new_mask, kept, n_capped, n_tied
 
 
 @njit(cache=True)

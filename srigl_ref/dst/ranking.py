@@ -33,7 +33,7 @@ def magnitude_keys(a: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 def top_magnitude_mask(a: np.ndarray, n: int, *, row_skip: np.ndarray | None = None,
-                       pos_skip: np.ndarray | None = None) -> np.ndarray:
+                       pos_skip: np.ndarray | None = None, with_tie: bool = False):
     """Boolean mask of the ``n`` largest ``|a|``, ties by ascending flat index.
 
     Parameters
@@ -46,13 +46,19 @@ def top_magnitude_mask(a: np.ndarray, n: int, *, row_skip: np.ndarray | None = N
     pos_skip : ndarray of shape (out, F), bool, optional
         Positions that may not be selected.
 
+    with_tie : bool
+        Also return whether the boundary was tied (another tie-break could select another
+        set).
+
     Returns
     -------
     ndarray of shape (out, F), bool
+        (and ``tied : bool`` if ``with_tie``)
     """
     bits, absmask, nbits = magnitude_keys(a)
     if row_skip is None:
         row_skip = np.zeros(a.shape[0], np.bool_)
     if pos_skip is None:
         pos_skip = _NO_POSITIONS
-    return _kernels.select_top(bits, absmask, nbits, row_skip, pos_skip, int(n))
+    selected, tied = _kernels.select_top(bits, absmask, nbits, row_skip, pos_skip, int(n))
+    return (selected, tied) if with_tie else selected

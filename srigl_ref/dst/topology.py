@@ -193,6 +193,8 @@ class _StableStages:
 
     ``salient_counts(n_prune)`` -> int64 [out]; ``keep_grow(ablated, k)`` -> ``(new_mask,
     kept)``, bool [out, F]. The keep threshold over all rows is shared by both stages.
+    ``tie_free`` records whether every selection so far had an untied boundary (no cap
+    binding either), in which case any tie-break gives the same sets.
     """
 
     def __init__(self, w2, g2, n_keep):
@@ -201,9 +203,12 @@ class _StableStages:
         self.n_keep = n_keep
         self.no_rows = np.zeros(w2.shape[0], np.bool_)
         self.t_keep_all_rows = None
+        self.tie_free = True
 
     def _threshold(self, keys, row_skip, n):
-        return _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
+        t, take, tied = _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
+        self.tie_free &= not tied
+        return t, take
 
     def salient_counts(self, n_prune):
         self.t_keep_all_rows = self._threshold(self.w, self.no_rows, self.n_keep)
@@ -216,22 +221,52 @@ class _StableStages:
         t_keep = self.t_keep_all_rows
         if ablated.size or t_keep is None:            # ablated rows leave the keep ranking
             t_keep = self._threshold(self.w, ablated_row, self.n_keep)
-        return _kernels.srigl_keep_grow(*self.w[:2], *t_keep, *self.g, ablated_row, k)
+        new_mask, kept, n_capped, n_tied = _kernels.srigl_keep_grow(
+            *self.w[:2], *t_keep, *self.g, ablated_row, k)
+        self.tie_free &= n_capped == 0 and n_tied == 0
+        return new_mask, kept
 
 
 class _TorchStages:
-    """As ``_StableStages``, in the authors' PyTorch CPU tie order (SPEC-torch-ties.md)."""
+    """As ``_StableStages``, in the authors' PyTorch CPU tie order (SPEC-torch-ties.md).
+
+    The canonical kernels run first: where no selection boundary is tied and the cap does
+    not bind, every tie order selects the same sets, so their result *is* torch's (given
+    ``_lifts_exact``). Otherwise the stage is redone by the torch emulation.
+    """
 
     def __init__(self, w2, g2, n_keep):
-        self.sd, self.sg = np.abs(w2), np.abs(g2)
+        self.w2, self.g2 = w2, g2
         self.n_keep = n_keep
+        self.stable = _StableStages(w2, g2, n_keep)
+        self.exact = _lifts_exact(w2, g2)
 
     def salient_counts(self, n_prune):
-        return torch_ties.salient_counts_torch(self.sd, self.sg, self.n_keep, n_prune)
+        counts = self.stable.salient_counts(n_prune)
+        if self.exact and self.stable.tie_free:
+            return counts
+        return torch_ties.salient_counts_torch(np.abs(self.w2), np.abs(self.g2), self.n_keep,
+                                               n_prune)
 
     def keep_grow(self, ablated, k):
-        keep, grow = torch_ties.srigl_keep_grow_torch(self.sd, self.sg, ablated, self.n_keep, k)
+        self.stable.tie_free = True
+        new_mask, kept = self.stable.keep_grow(ablated, k)
+        eligible = (self.w2.shape[0] - ablated.size) * self.w2.shape[1]
+        if self.exact and self.stable.tie_free and self.n_keep <= eligible:
+            return new_mask, kept
+        keep, grow = torch_ties.srigl_keep_grow_torch(np.abs(self.w2), np.abs(self.g2),
+                                                      ablated, self.n_keep, k)
         return keep | grow, keep
+
+
+def _lifts_exact(w2, g2) -> bool:
+    """Whether torch's "min(score) - 1" lifts are strictly below every score.
+
+    True unless some ``|W|`` or ``|G|`` reaches ``2**24`` (float32; ``2**53`` float64),
+    where subtracting 1 can round back to the minimum and tie with it.
+    """
+    limit = 2.0 ** (24 if w2.dtype == np.float32 else 53)
+    return max(np.abs(w2).max(initial=0), np.abs(g2).max(initial=0)) < limit
 
 
 def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=None,
@@ -250,12 +285,11 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)
     _nonzero_weights(w2, m2)
     n_prune, n_keep = _n_prune_keep(m2, df)
-    if tie_break == "torch_cpu":
+    keep, keep_tied = top_magnitude_mask(w2, n_keep, with_tie=True)
+    grow, grow_tied = top_magnitude_mask(g2, n_prune, pos_skip=keep, with_tie=True)
+    if tie_break == "torch_cpu" and (keep_tied or grow_tied or not _lifts_exact(w2, g2)):
         keep, grow = torch_ties.rigl_keep_grow_torch(np.abs(w2).ravel(), np.abs(g2).ravel(),
                                                      n_keep, n_prune)
-    else:
-        keep = top_magnitude_mask(w2, n_keep)
-        grow = top_magnitude_mask(g2, n_prune, pos_skip=keep)
     return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1)
 
 

@@ -47,11 +47,14 @@ def test_top_magnitude_mask_equals_naive(state, n, data):
     a = state.grad.reshape(state.grad.shape[0], -1)
     skip = data.draw(st.booleans())
     pos_skip = state.mask.reshape(a.shape) if skip else None
-    got = top_magnitude_mask(a, n, pos_skip=pos_skip)
+    got, tied = top_magnitude_mask(a, n, pos_skip=pos_skip, with_tie=True)
     eligible = None if pos_skip is None else ~pos_skip.ravel()
     want = np.zeros(a.size, bool)
     want[sorted(naive.top_n(np.abs(a), n, eligible))] = True
     np.testing.assert_array_equal(got.ravel(), want)
+    values = sorted(np.abs(a).ravel()[eligible if eligible is not None else slice(None)],
+                    reverse=True)
+    assert tied == (0 < n < len(values) and values[n - 1] == values[n])
 
 
 @given(state=layer_states(), n_keep=st.integers(0, 500), n_prune=st.integers(0, 500))
@@ -66,7 +69,7 @@ def test_salient_counts_equal_naive(state, n_keep, n_prune):
     rows, pos = np.zeros(out, bool), np.zeros((0, 0), bool)
     tw = _kernels.layer_threshold(wb, wa, wn, rows, pos, n_keep)
     tg = _kernels.layer_threshold(gb, ga, gn, rows, pos, n_prune)
-    got = _kernels.salient_counts(wb, wa, *tw, gb, ga, *tg)
+    got = _kernels.salient_counts(wb, wa, *tw[:2], gb, ga, *tg[:2])
     want = naive.salient_counts(np.abs(w2), np.abs(g2), n_keep, n_prune)
     assert got.tolist() == want
 

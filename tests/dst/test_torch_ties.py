@@ -10,10 +10,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import srigl_ref
 from srigl_ref.dst import _torch_kernels as tk
+from srigl_ref.dst import torch_ties as tt
 from srigl_ref.dst.torch_ties import (rigl_keep_grow_torch, salient_counts_torch,
                                       srigl_keep_grow_torch, torch_sort_desc, torch_topk)
 from tests import naive_torch_ties as naive
+from tests.strategies import drop_fractions, gamma_sals, layer_states
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 
@@ -255,3 +258,60 @@ def test_stages_on_a_large_layer_equal_naive(rng, dtype):
         want = naive.srigl_keep_grow(sd, sg, {4, 17, 31}, n_keep, k)
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+@given(state=layer_states(), df=drop_fractions, gamma=gamma_sals, ablation=st.booleans())
+def test_srigl_torch_cpu_fast_path_equals_full_emulation(state, df, gamma, ablation):
+    """torch_cpu runs the canonical kernels where no boundary is tied; always == emulation."""
+    from srigl_ref.dst.ablation import ablated_from_counts
+    u = srigl_ref.srigl_update(state.weight, state.mask, state.grad, sparsity=state.sparsity,
+                               drop_fraction=df, gamma_sal=gamma, ablation=ablation,
+                               momentum=state.momentum, tie_break="torch_cpu")
+    out = state.weight.shape[0]
+    w2, g2 = state.weight.reshape(out, -1), state.grad.reshape(out, -1)
+    sd, sg = np.abs(w2), np.abs(g2)
+    n_ones = int(state.mask.sum())
+    n_prune = int(n_ones * df)
+    n_keep = n_ones - n_prune
+    nnz = int(np.count_nonzero(w2))
+    if nnz < n_keep:
+        n_keep, n_prune = nnz, n_ones - nnz
+    ablated = np.zeros(0, np.int64)
+    if ablation and gamma > 0:
+        counts = tt.salient_counts_torch(sd, sg, n_keep, n_prune)
+        ablated, _ = ablated_from_counts(counts, state.budget, w2.shape[1], gamma, "sparse")
+    k = state.budget // (out - ablated.size)
+    keep, grow = tt.srigl_keep_grow_torch(sd, sg, ablated, n_keep, k)
+    assert u.ablated.tolist() == ablated.tolist()
+    np.testing.assert_array_equal(u.kept.reshape(out, -1), keep)
+    np.testing.assert_array_equal(u.mask.reshape(out, -1), keep | grow)
+
+
+@given(state=layer_states(), df=drop_fractions)
+def test_rigl_torch_cpu_fast_path_equals_full_emulation(state, df):
+    u = srigl_ref.rigl_update(state.weight, state.mask, state.grad, drop_fraction=df,
+                              momentum=state.momentum, tie_break="torch_cpu")
+    n_ones = int(state.mask.sum())
+    n_prune = int(n_ones * df)
+    keep, grow = tt.rigl_keep_grow_torch(np.abs(state.weight).ravel(),
+                                         np.abs(state.grad).ravel(), n_ones - n_prune, n_prune)
+    np.testing.assert_array_equal(u.kept.ravel(), keep)
+    np.testing.assert_array_equal(u.mask.ravel(), keep | grow)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0 ** 25])
+def test_torch_cpu_with_huge_scores_uses_emulation(scale):
+    """Above 2**24 (float32) "min - 1" rounds back to min: the canonical shortcut is off."""
+    rng = np.random.default_rng(7)
+    shape, s = (12, 30), 0.8
+    k = srigl_ref.constant_fan_in(shape, s)
+    mask = srigl_ref.random_fan_in_mask(shape, k, rng)
+    weight = (rng.standard_normal(shape) * mask * scale).astype(np.float32)
+    grad = (rng.standard_normal(shape) * scale).astype(np.float32)
+    assert srigl_ref.dst.topology._lifts_exact(weight, grad) == (scale == 1.0)
+    u = srigl_ref.srigl_update(weight, mask, grad, sparsity=s, drop_fraction=0.3,
+                               tie_break="torch_cpu")
+    n_ones = int(mask.sum())
+    keep, grow = tt.srigl_keep_grow_torch(np.abs(weight), np.abs(grad), u.ablated,
+                                          n_ones - int(n_ones * 0.3), u.fan_in)
+    np.testing.assert_array_equal(u.mask, keep | grow)
