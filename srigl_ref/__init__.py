@@ -2,6 +2,7 @@
 
 Public names are those of ``API.md``; see the README for a tour.
 """
+from .condensed import CondensedLinear, condense, condensed_matmul
 from .dst import (TopologyUpdate, check_constant_fan_in, constant_fan_in, drop_fraction,
                   fan_in, fan_in_budget, layer_sparsities, random_fan_in_mask, rigl_update,
                   set_update, srigl_update, update_steps)
@@ -9,6 +10,7 @@ from .dst import (TopologyUpdate, check_constant_fan_in, constant_fan_in, drop_f
 __version__ = "0.1.0"
 
 __all__ = [
+    "CondensedLinear", "condense", "condensed_matmul",
     "TopologyUpdate", "check_constant_fan_in", "constant_fan_in", "drop_fraction", "fan_in",
     "fan_in_budget", "layer_sparsities", "random_fan_in_mask", "rigl_update", "set_update",
     "srigl_update", "update_steps",

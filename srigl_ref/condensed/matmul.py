@@ -1,0 +1,237 @@
+"""The condensed product ``y = x @ W.T`` from ``(values, indices)``: checks and kernel dispatch.
+
+SPEC section 9: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]] (+ bias[r])``.
+``condensed_matmul`` and ``condensed_matmul_backward`` are the public raw operations (no
+bias, any float dtype); ``CondensedLinear`` (``format.py``) calls ``forward`` directly with
+its pre-validated internal index.
+
+Activations. A 1-D ``x [in]`` (or ``B == 1``) runs the batch-1 kernel. A batch runs
+feature-major, on ``xT [in, B]``; the result is returned as ``yT.T``, an F-contiguous
+``[B, n]`` view, so the next condensed layer gets its ``xT`` without a copy. A C-ordered
+``x [B, in]`` is transposed once (a tiled copy).
+
+Non-finite inputs are not looked for (that would be an extra pass over ``x`` per call):
+NaN and inf propagate, as IEEE arithmetic does, to exactly the outputs whose rows read them.
+Unlike a masked dense product, a NaN in an input column that no row reads stays invisible.
+"""
+from __future__ import annotations
+
+import sys
+
+import numba
+import numpy as np
+
+from . import _kernels
+
+# Below this many multiply-adds (nonzeros x batch) one thread is faster. Measured with
+# `bench/condensed_matmul.py --threshold` on 2 idle cores (Zen 4): 2 threads win from ~2e4
+# and by >= 1.25x from ~6e4 (bench/README.md, "## condensed_matmul"). When other processes
+# keep the cores busy, a parallel region can wait milliseconds for its second thread: run
+# with NUMBA_NUM_THREADS=1 (or numba.set_num_threads(1)) on a shared machine.
+PARALLEL_MIN_WORK = 1 << 16
+
+_PACKED_INDEX = sys.byteorder == "little"   # the uint64 view of a uint16 index is lane 0 first
+
+
+def index_dtype(in_features: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds column indices below ``in_features``.
+
+    uint16 when ``in_features <= 65536``, else uint32. (uint8 would only serve layers with
+    at most 256 inputs, too small to matter, at the cost of more compiled kernels.)
+    """
+    return np.dtype(np.uint16) if in_features <= 1 << 16 else np.dtype(np.uint32)
+
+
+def narrow_index(indices: np.ndarray, in_features: int) -> np.ndarray:
+    """The kernels' index: ``indices`` cast to ``index_dtype(in_features)``, rows zero-padded.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (n, k), integer, each entry in ``[0, in_features)``
+    in_features : int
+
+    Returns
+    -------
+    index : ndarray of shape (n, k_pad), uint16 or uint32, C-contiguous
+        ``k_pad`` is ``k`` rounded up to a multiple of 4 (so a uint16 row is a whole number
+        of uint64 words); the padding columns are 0 and never read.
+    """
+    n, k = indices.shape
+    index = np.zeros((n, -(-k // 4) * 4), dtype=index_dtype(in_features))
+    index[:, :k] = indices
+    return index
+
+
+def check_activations(name: str, x, in_features: int | None) -> np.ndarray:
+    """Return ``x`` if it is a float32/float64 ``[B, in_features]`` or ``[in_features]`` array.
+
+    ``in_features=None`` accepts any width. The layout is left as it is (no copy), so a
+    feature-major batch stays feature-major.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not an ndarray or not float32/float64.
+    ValueError
+        wrong ``ndim``, wrong last dimension, or an empty batch.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}.dtype == {x.dtype}, must be float32 or float64")
+    if x.ndim not in (1, 2) or in_features not in (None, x.shape[-1]):
+        width = "in" if in_features is None else in_features
+        raise ValueError(f"{name}.shape == {x.shape}, must be (B, {width}) or "
+                         f"({width},): the last dimension is in_features")
+    if x.size == 0:
+        raise ValueError(f"{name}.shape == {x.shape}, the batch must not be empty")
+    return x
+
+
+def forward(x: np.ndarray, values: np.ndarray, index: np.ndarray,
+            bias: np.ndarray) -> np.ndarray:
+    """Trusted forward: ``y = x @ W.T + bias`` on validated arrays (no checks here).
+
+    Parameters
+    ----------
+    x : ndarray of shape (B, in) or (in,), any layout, same dtype as ``values``
+    values : ndarray of shape (n, k), float32 or float64, C-contiguous
+    index : ndarray of shape (n, k_pad), from ``narrow_index``
+    bias : ndarray of shape (n,), dtype of ``values``
+
+    Returns
+    -------
+    y : ndarray of shape (B, n) (F-contiguous) or (n,), dtype of ``values``
+    """
+    if x.ndim == 2 and x.shape[0] == 1:
+        return forward(x[0], values, index, bias)[None, :]
+    n = values.shape[0]
+    work = values.size * (x.shape[0] if x.ndim == 2 else 1)
+    parallel = work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+    if x.ndim == 1 and index.dtype == np.uint16 and _PACKED_INDEX:
+        y = np.empty(n, dtype=values.dtype)                          # [n]
+        kernel = _kernels.matvec_packed16_parallel if parallel else _kernels.matvec_packed16
+        kernel(np.ascontiguousarray(x), values, index.view(np.uint64), bias, y)
+        return y
+    xT = feature_major(x)                                            # [in, B]
+    yT = np.empty((n, xT.shape[1]), dtype=values.dtype)              # [n, B]
+    kernel = _kernels.matmat_parallel if parallel else _kernels.matmat
+    kernel(xT, values, index, bias, yT)
+    return yT.T if x.ndim == 2 else yT[:, 0]
+
+
+def feature_major(x: np.ndarray) -> np.ndarray:
+    """``x [B, in]`` as a C-contiguous ``[in, B]`` array (``x [in]`` as ``[in, 1]``).
+
+    A view when ``x`` is already F-contiguous (a previous layer's output), else a copy.
+    """
+    if x.ndim == 1:
+        return np.ascontiguousarray(x)[:, None]
+    if x.T.flags.c_contiguous:
+        return x.T
+    xT = np.empty(x.shape[::-1], dtype=x.dtype)
+    _kernels.transpose(np.ascontiguousarray(x), xT)
+    return xT
+
+
+def _check_operands(x, values, indices, dtypes=()):
+    """Shared checks of the raw operations; returns ``(x, values, index, dtype)``."""
+    if not isinstance(values, np.ndarray):
+        raise TypeError(f"values must be a numpy.ndarray, got {type(values).__name__}")
+    if values.dtype not in (np.float32, np.float64):
+        raise TypeError(f"values.dtype == {values.dtype}, must be float32 or float64")
+    if values.ndim != 2:
+        raise ValueError(f"values.shape == {values.shape}, must be (n_active, k)")
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices must be a numpy.ndarray, got {type(indices).__name__}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices.dtype == {indices.dtype}, must be an integer dtype")
+    if indices.shape != values.shape:
+        raise ValueError(f"indices.shape == {indices.shape}, must equal "
+                         f"values.shape == {values.shape}")
+    x = check_activations("x", x, None)
+    in_features = x.shape[-1]
+    check_index_range("indices", indices, in_features, f"x.shape[-1] == {in_features}")
+    dtype = np.result_type(x.dtype, values.dtype, *dtypes)
+    values = np.ascontiguousarray(values, dtype=dtype)
+    return x.astype(dtype, copy=False), values, narrow_index(indices, in_features), dtype
+
+
+def check_index_range(name: str, indices: np.ndarray, size: int, what: str) -> None:
+    """Raise ``ValueError`` naming the first entry of ``indices`` outside ``[0, size)``."""
+    bad = (indices < 0) | (indices >= size)
+    if bad.any():
+        pos = np.unravel_index(np.argmax(bad), indices.shape)
+        raise ValueError(f"{name} contains {indices[pos]} at {tuple(int(p) for p in pos)}, "
+                         f"must be in [0, {size}) ({what})")
+
+
+def condensed_matmul(x, values, indices):
+    """The raw condensed product, no bias: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]]``.
+
+    SPEC section 9. Validates everything and converts the index on every call (an O(nnz)
+    pass); ``CondensedLinear`` keeps its index converted and is the fast path.
+
+    Parameters
+    ----------
+    x : ndarray of shape (B, in) or (in,), float32 or float64
+        ``in`` is ``x.shape[-1]``; any layout (F-contiguous batches avoid a transpose).
+    values : ndarray of shape (n_active, k), float32 or float64
+    indices : ndarray of shape (n_active, k), integer, each in ``[0, in)``
+
+    Returns
+    -------
+    y : ndarray of shape (B, n_active) or (n_active,)
+        float32 when ``x`` and ``values`` are float32, else float64 (computed in that dtype).
+
+    Raises
+    ------
+    TypeError
+        an argument is not an ndarray, or has a wrong dtype.
+    ValueError
+        shapes disagree, or an index is out of range (the message names the entry).
+    """
+    x, values, index, dtype = _check_operands(x, values, indices)
+    return forward(x, values, index, np.zeros(values.shape[0], dtype=dtype))
+
+
+def condensed_matmul_backward(dy, x, values, indices):
+    """Gradients of ``y = condensed_matmul(x, values, indices)`` given ``dy = dL/dy``.
+
+    ``dx[b, i] = sum_{r, j: indices[r, j] == i} values[r, j] * dy[b, r]`` and
+    ``dvalues[r, j] = sum_b dy[b, r] * x[b, indices[r, j]]`` (the bias gradient is
+    ``dy.sum(0)``, left to the caller).
+
+    Parameters
+    ----------
+    dy : ndarray of shape (B, n_active) or (n_active,), float32 or float64
+        Same ndim as ``x``.
+    x, values, indices
+        As in ``condensed_matmul``.
+
+    Returns
+    -------
+    dx : ndarray of the shape of ``x``
+    dvalues : ndarray of shape (n_active, k)
+        Both float32 when every input is float32, else float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``condensed_matmul``; also ``dy`` of the wrong shape or dtype.
+    """
+    if not isinstance(dy, np.ndarray):
+        raise TypeError(f"dy must be a numpy.ndarray, got {type(dy).__name__}")
+    if dy.dtype not in (np.float32, np.float64):
+        raise TypeError(f"dy.dtype == {dy.dtype}, must be float32 or float64")
+    x, values, index, dtype = _check_operands(x, values, indices, (dy.dtype,))
+    want = (x.shape[0], values.shape[0]) if x.ndim == 2 else (values.shape[0],)
+    if dy.shape != want:
+        raise ValueError(f"dy.shape == {dy.shape}, must be {want} (batch of x, n_active)")
+    xT = feature_major(x)                                            # [in, B]
+    dyT = feature_major(dy.astype(dtype, copy=False))                # [n, B]
+    dxT = np.zeros(xT.shape, dtype=dtype)                            # [in, B]
+    dvalues = np.empty(values.shape, dtype=dtype)                    # [n, k]
+    _kernels.backward_dx(dyT, values, index, dxT)
+    _kernels.backward_dvalues(dyT, xT, index, dvalues)
+    return (dxT.T if x.ndim == 2 else dxT[:, 0]), dvalues

@@ -1,0 +1,184 @@
+"""condensed_matmul, its backward and the kernels: naive twins, serial == parallel, gradcheck."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from srigl_ref.condensed import (condense, condensed_matmul, condensed_matmul_backward,
+                                 matmul)
+from srigl_ref.condensed import _kernels as K
+
+from ..gradcheck import check_gradient
+from . import naive_condensed as naive
+
+
+@st.composite
+def operands(draw, max_n=6, max_in=30):
+    """``(x, values, indices)``: x [in] or [B, in] (C or F order), float32 or float64."""
+    n_in = draw(st.integers(1, max_in))
+    n = draw(st.integers(0, max_n))
+    k = draw(st.integers(0 if n == 0 else 1, n_in))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    indices = np.sort(np.array([rng.choice(n_in, k, replace=False) for _ in range(n)],
+                               dtype=np.int32).reshape(n, k), axis=1)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    values = rng.standard_normal((n, k)).astype(dtype)
+    batch = draw(st.sampled_from([None, 1, 3, 17]))
+    x = rng.standard_normal(n_in if batch is None else (batch, n_in)).astype(
+        draw(st.sampled_from([np.float32, np.float64])))
+    if batch and draw(st.booleans()):
+        x = np.asfortranarray(x)
+    return x, values, indices
+
+
+@given(operands())
+def test_condensed_matmul_matches_naive_twin(ops):
+    x, values, indices = ops
+    y = condensed_matmul(x, values, indices)
+    ref = naive.forward(x, values, indices, np.zeros(values.shape[0]))
+    assert y.shape == ref.shape and y.dtype == np.result_type(x, values)
+    scale = naive.forward(np.abs(x), np.abs(values), indices, np.zeros(values.shape[0]))
+    eps = np.finfo(y.dtype).eps
+    assert np.all(np.abs(y - ref) <= 4 * (values.shape[1] + 1) * eps * scale)
+
+
+@given(operands())
+def test_backward_matches_naive_twin(ops):
+    x, values, indices = ops
+    rng = np.random.default_rng(0)
+    dy = rng.standard_normal(x.shape[:-1] + (values.shape[0],)).astype(values.dtype)
+    dx, dvalues = condensed_matmul_backward(dy, x, values, indices)
+    ref_dx, ref_dv = naive.backward(dy, x, values, indices)
+    assert dx.shape == x.shape and dvalues.shape == values.shape
+    tol = 1e-5 if np.result_type(x, values) == np.float32 else 1e-12
+    np.testing.assert_allclose(dx, ref_dx, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dvalues, ref_dv, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("batch", [None, 1, 4])
+def test_backward_gradcheck_float64(rng, batch):
+    n_in, n, k = 7, 5, 3
+    indices = np.sort(np.array([rng.choice(n_in, k, replace=False) for _ in range(n)]), 1)
+    values = rng.uniform(0.5, 1.5, (n, k)) * rng.choice([-1, 1], (n, k))   # non-trivial
+    x = rng.standard_normal(n_in if batch is None else (batch, n_in))
+    dy = rng.standard_normal(x.shape[:-1] + (n,))
+
+    def loss():
+        return float(np.sum(dy * condensed_matmul(x, values, indices)))
+
+    dx, dvalues = condensed_matmul_backward(dy, x, values, indices)
+    check_gradient(loss, x, dx, name="x")
+    check_gradient(loss, values, dvalues, name="values")
+
+
+@st.composite
+def kernel_operands(draw):
+    """float32 operands in the kernels' layout, with ``k`` across the unrolled remainders."""
+    n_in = draw(st.integers(1, 300))
+    n = draw(st.integers(1, 40))
+    k = draw(st.integers(1, min(n_in, 21)))
+    batch = draw(st.integers(1, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    indices = np.sort(np.array([rng.choice(n_in, k, replace=False) for _ in range(n)]), 1)
+    index = matmul.narrow_index(indices, n_in)
+    values = rng.standard_normal((n, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    xT = rng.standard_normal((n_in, batch)).astype(np.float32)
+    return xT, values, index, bias
+
+
+@given(kernel_operands())
+def test_serial_and_parallel_kernels_agree_bitwise(ops):
+    xT, values, index, bias = ops
+    n, batch = values.shape[0], xT.shape[1]
+    y1, y2 = np.empty(n, np.float32), np.empty(n, np.float32)
+    K.matvec_packed16(xT[:, 0].copy(), values, index.view(np.uint64), bias, y1)
+    K.matvec_packed16_parallel(xT[:, 0].copy(), values, index.view(np.uint64), bias, y2)
+    assert y1.tobytes() == y2.tobytes()
+    ref = naive.forward(xT[:, 0], values, index, bias)
+    np.testing.assert_allclose(y1, ref, rtol=1e-4, atol=1e-5)
+    yT1, yT2 = np.empty((n, batch), np.float32), np.empty((n, batch), np.float32)
+    K.matmat(xT, values, index, bias, yT1)
+    K.matmat_parallel(xT, values, index, bias, yT2)
+    assert yT1.tobytes() == yT2.tobytes()
+    np.testing.assert_allclose(yT1.T, naive.forward(xT.T, values, index, bias),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_forward_dispatches_parallel_above_threshold(rng, monkeypatch):
+    indices = np.sort(np.array([rng.choice(50, 9, replace=False) for _ in range(30)]), 1)
+    values = rng.standard_normal((30, 9)).astype(np.float32)
+    layer = condense(*_dense(values, indices, 50))
+    for x in (rng.standard_normal(50).astype(np.float32),
+              rng.standard_normal((6, 50)).astype(np.float32)):
+        serial = layer(x)
+        monkeypatch.setattr(matmul, "PARALLEL_MIN_WORK", 0)
+        assert layer(x).tobytes() == serial.tobytes()
+        monkeypatch.undo()
+
+
+def _dense(values, indices, n_in):
+    weight = np.zeros((values.shape[0], n_in), values.dtype)
+    mask = np.zeros(weight.shape, bool)
+    np.put_along_axis(weight, indices, values, 1)
+    np.put_along_axis(mask, indices, True, 1)
+    return weight, mask
+
+
+@given(st.integers(1, 70), st.integers(1, 70))
+def test_transpose_kernel_is_exact(n0, n1):
+    x = np.arange(n0 * n1, dtype=np.float32).reshape(n0, n1)
+    xT = np.empty((n1, n0), np.float32)
+    K.transpose(x, xT)
+    np.testing.assert_array_equal(xT, x.T)
+
+
+def test_batched_output_is_feature_major_and_chains_without_copy(rng):
+    w1, m1 = _dense(rng.standard_normal((8, 4)).astype(np.float32),
+                    np.sort(np.array([rng.choice(12, 4, replace=False) for _ in range(8)]), 1), 12)
+    w2, m2 = _dense(rng.standard_normal((5, 3)).astype(np.float32),
+                    np.sort(np.array([rng.choice(8, 3, replace=False) for _ in range(5)]), 1), 8)
+    l1, l2 = condense(w1, m1), condense(w2, m2)
+    h = l1(rng.standard_normal((6, 12)).astype(np.float32))
+    assert h.flags.f_contiguous and matmul.feature_major(h).base is h.base
+    assert l2(h).tobytes() == l2(np.ascontiguousarray(h)).tobytes()
+
+
+@given(operands())
+def test_nan_propagates_to_exactly_the_rows_that_read_it(ops):
+    x, values, indices = ops
+    x = x.copy()
+    col = x.shape[-1] // 2
+    x[..., col] = np.nan
+    y = condensed_matmul(x, values, indices)
+    reads = (indices == col).any(axis=1)                                  # [n]
+    assert np.isnan(y[..., reads]).all() and np.isfinite(y[..., ~reads]).all()
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(indices=np.array([[0, 4]])), ValueError,
+     r"indices contains 4 at \(0, 1\), must be in \[0, 4\) \(x.shape\[-1\] == 4\)"),
+    (dict(indices=np.array([[0, 1, 2]])), ValueError,
+     r"indices.shape == \(1, 3\), must equal values.shape == \(1, 2\)"),
+    (dict(indices=np.array([[0.0, 1.0]])), TypeError, r"indices.dtype == float64"),
+    (dict(values=np.ones((1, 2), np.float16)), TypeError, r"values.dtype == float16"),
+    (dict(values=np.ones(2, np.float32)), ValueError, r"values.shape == \(2,\)"),
+    (dict(x=np.ones((2, 3, 4), np.float32)), ValueError, r"x.shape == \(2, 3, 4\)"),
+    (dict(x=np.ones(4, np.int64)), TypeError, r"x.dtype == int64"),
+])
+def test_condensed_matmul_rejects_bad_arguments(change, error, match):
+    args = dict(x=np.ones(4, np.float32), values=np.ones((1, 2), np.float32),
+                indices=np.array([[0, 3]]))
+    with pytest.raises(error, match=match):
+        condensed_matmul(**{**args, **change})
+
+
+@pytest.mark.parametrize("dy, error, match", [
+    (np.ones((2, 1), np.float32), ValueError, r"dy.shape == \(2, 1\), must be \(1,\)"),
+    (np.ones(1, np.int32), TypeError, r"dy.dtype == int32"),
+    (None, TypeError, r"dy must be a numpy.ndarray"),
+])
+def test_backward_rejects_bad_dy(dy, error, match):
+    with pytest.raises(error, match=match):
+        condensed_matmul_backward(dy, np.ones(4, np.float32), np.ones((1, 2), np.float32),
+                                  np.array([[0, 3]]))
