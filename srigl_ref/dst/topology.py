@@ -193,8 +193,9 @@ class _StableStages:
 
     ``salient_counts(n_prune)`` -> int64 [out]; ``keep_grow(ablated, k)`` -> ``(new_mask,
     kept)``, bool [out, F]. The keep threshold over all rows is shared by both stages.
-    ``tie_free`` records whether every selection so far had an untied boundary (no cap
-    binding either), in which case any tie-break gives the same sets.
+    ``counts_tie_free`` / ``keep_grow_tie_free`` record whether that stage's selection
+    boundaries were untied (and, for keep/grow, the cap did not bind): then any tie-break
+    selects the same sets.
     """
 
     def __init__(self, w2, g2, n_keep):
@@ -202,28 +203,27 @@ class _StableStages:
         self.g = magnitude_keys(g2)
         self.n_keep = n_keep
         self.no_rows = np.zeros(w2.shape[0], np.bool_)
-        self.t_keep_all_rows = None
-        self.tie_free = True
+        self.keep_all_rows = None                     # (t, take, tied) of the keep ranking
+        self.counts_tie_free = self.keep_grow_tie_free = None
 
     def _threshold(self, keys, row_skip, n):
-        t, take, tied = _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
-        self.tie_free &= not tied
-        return t, take
+        return _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
 
     def salient_counts(self, n_prune):
-        self.t_keep_all_rows = self._threshold(self.w, self.no_rows, self.n_keep)
+        self.keep_all_rows = t_keep = self._threshold(self.w, self.no_rows, self.n_keep)
         t_grad = self._threshold(self.g, self.no_rows, n_prune)
-        return _kernels.salient_counts(*self.w[:2], *self.t_keep_all_rows, *self.g[:2], *t_grad)
+        self.counts_tie_free = not (t_keep[2] or t_grad[2])
+        return _kernels.salient_counts(*self.w[:2], *t_keep[:2], *self.g[:2], *t_grad[:2])
 
     def keep_grow(self, ablated, k):
         ablated_row = self.no_rows.copy()
         ablated_row[ablated] = True
-        t_keep = self.t_keep_all_rows
+        t_keep = self.keep_all_rows
         if ablated.size or t_keep is None:            # ablated rows leave the keep ranking
             t_keep = self._threshold(self.w, ablated_row, self.n_keep)
         new_mask, kept, n_capped, n_tied = _kernels.srigl_keep_grow(
-            *self.w[:2], *t_keep, *self.g, ablated_row, k)
-        self.tie_free &= n_capped == 0 and n_tied == 0
+            *self.w[:2], *t_keep[:2], *self.g, ablated_row, k)
+        self.keep_grow_tie_free = not t_keep[2] and n_capped == 0 and n_tied == 0
         return new_mask, kept
 
 
@@ -243,16 +243,15 @@ class _TorchStages:
 
     def salient_counts(self, n_prune):
         counts = self.stable.salient_counts(n_prune)
-        if self.exact and self.stable.tie_free:
+        if self.exact and self.stable.counts_tie_free:
             return counts
         return torch_ties.salient_counts_torch(np.abs(self.w2), np.abs(self.g2), self.n_keep,
                                                n_prune)
 
     def keep_grow(self, ablated, k):
-        self.stable.tie_free = True
         new_mask, kept = self.stable.keep_grow(ablated, k)
         eligible = (self.w2.shape[0] - ablated.size) * self.w2.shape[1]
-        if self.exact and self.stable.tie_free and self.n_keep <= eligible:
+        if self.exact and self.stable.keep_grow_tie_free and self.n_keep <= eligible:
             return new_mask, kept
         keep, grow = torch_ties.srigl_keep_grow_torch(np.abs(self.w2), np.abs(self.g2),
                                                       ablated, self.n_keep, k)
