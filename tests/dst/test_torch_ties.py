@@ -319,14 +319,16 @@ def test_torch_cpu_with_huge_scores_uses_emulation(scale):
 
 def test_regression_tied_keep_after_ablation_counts():
     """Found by hypothesis: the keep ranking's tie (|W| = 1, 1 for one slot) was computed
-    during ablation and its tie flag lost when reused; torch keeps position 4, not 2."""
-    weight = np.zeros((1, 8), np.float32)
-    mask = np.zeros((1, 8), bool)
-    mask[0, [1, 2, 4, 6]] = True
-    weight[0, [2, 4, 6]] = [1.0, 1.0, 2.0]                  # an active exact zero at 1
-    grad = np.random.default_rng(3).standard_normal((1, 8)).astype(np.float32)
-    u = srigl_ref.srigl_update(weight, mask, grad, sparsity=0.5, drop_fraction=0.5,
+    during ablation and its tie flag lost when reused; torch's nth_element keeps column 166,
+    the canonical order column 134."""
+    weight = np.zeros((1, 264), np.float32)
+    mask = np.zeros((1, 264), bool)
+    mask[0, [71, 134, 166, 222]] = True
+    weight[0, [134, 166, 222]] = [1.0, 1.0, 2.0]          # an active exact zero at 71
+    grad = np.random.default_rng(3).standard_normal((1, 264)).astype(np.float32)
+    u = srigl_ref.srigl_update(weight, mask, grad, sparsity=1 - 4.5 / 264, drop_fraction=0.5,
                                gamma_sal=0.5, tie_break="torch_cpu")
+    assert np.flatnonzero(u.kept).tolist() == [166, 222]
     keep, grow = tt.srigl_keep_grow_torch(np.abs(weight), np.abs(grad), u.ablated, 2,
                                           u.fan_in)
     np.testing.assert_array_equal(u.kept, keep)
