@@ -15,6 +15,18 @@ PyTorch is timed too when importable.
 
     python bench/train_step.py            # the table (~2 min)
     python bench/train_step.py --quick    # a smoke run
+
+``--engines`` answers another question instead (issue 8): how much faster does SRigL train
+with the condensed engine (``TrainConfig(engine="condensed")``) than with the masked one?
+For LeNet-300-100 at density 0.1 and a wide MLP (784-2048-2048-10) at densities 0.1, 0.05
+and 0.01 (ERK, synthetic 1x28x28 data, batch 128): the time of one plain step (no update
+due) and of one whole training epoch of ``ENGINE_EPOCH_STEPS`` steps that includes one
+topology update (delta 100: the update step's dense gradient, ``srigl_update`` of every
+layer and, for the condensed engine, the dense view and the rebuild). Masked and condensed
+are interleaved in every repeat, and checked to agree on the first step's loss.
+
+    python bench/train_step.py --engines            # ~10 min
+    python bench/train_step.py --engines --quick    # a smoke run
 """
 from __future__ import annotations
 
@@ -152,10 +164,85 @@ def _torch_competitors(x, y) -> dict:
     return out
 
 
-def _run_worker(threads: int, quick: bool) -> dict:
+ENGINE_CONFIGS = (("lenet-300-100", None, 0.1), ("mlp 2048x2048", (2048, 2048), 0.1),
+                  ("mlp 2048x2048", (2048, 2048), 0.05), ("mlp 2048x2048", (2048, 2048), 0.01))
+ENGINE_EPOCH_STEPS = 100   # with delta 100: one topology update in every timed epoch
+
+
+def _engine_worker(quick: bool) -> dict:
+    """Masked vs condensed engine: step and epoch competitors, timed interleaved."""
+    sys.path.insert(0, str(ROOT))
+    import tempfile
+
+    import numpy as np
+
+    from bench.harness import environment, time_interleaved
+    from srigl_ref.train import TrainConfig, Trainer
+
+    epoch_steps = 10 if quick else ENGINE_EPOCH_STEPS
+    tmp = tempfile.TemporaryDirectory()
+    steps, epochs, checks = {}, {}, {}
+    for label, hidden, density in ENGINE_CONFIGS:
+        losses = {}
+        for engine in ("masked", "condensed"):
+            name = f"{label} d={density} {engine}"
+            common = dict(dataset="synthetic", hidden=hidden, density=density,
+                          batch_size=BATCH, engine=engine)
+            # plain steps: no update is ever due (delta beyond the run)
+            t = Trainer(TrainConfig(n_train=BATCH, epochs=10**6, delta=10**9, **common),
+                        Path(tmp.name) / f"{name} step", progress=None)
+            x = np.ascontiguousarray(t.data.x_train[:BATCH])
+            y = t.data.y_train[:BATCH]
+            losses[engine] = t.train_step(x, y)[0]
+            steps[name] = lambda t=t, x=x, y=y: t.train_step(x, y)
+            # whole epochs: delta steps each, so every epoch holds one topology update
+            t = Trainer(TrainConfig(n_train=BATCH * epoch_steps, epochs=20, delta=epoch_steps,
+                                    **common), Path(tmp.name) / f"{name} epoch", progress=None)
+            epochs[name] = lambda t=t: _train_epoch(t)
+        checks[f"{label} d={density}"] = losses
+        assert abs(losses["masked"] - losses["condensed"]) <= 1e-5 * abs(losses["masked"]), \
+            losses
+    repeats = 3 if quick else 7
+    step_t = time_interleaved(steps, repeats=repeats, min_seconds=0.01 if quick else 0.3)
+    epoch_t = time_interleaved(epochs, repeats=2 if quick else 3, min_seconds=0.0)
+    tmp.cleanup()
+    return {"environment": environment(), "first_step_losses": checks,
+            "samples": {**{f"{n} | step": t.samples.tolist() for n, t in step_t.items()},
+                        **{f"{n} | epoch": t.samples.tolist() for n, t in epoch_t.items()}}}
+
+
+def _train_epoch(t) -> None:
+    """One epoch's training steps (``Trainer.run_epoch`` without evaluation and checkpoint)."""
+    import numpy as np
+    order = t.rng.permutation(len(t.data.y_train))
+    for lo in range(0, len(order), t.config.batch_size):
+        idx = order[lo:lo + t.config.batch_size]
+        t.train_step(np.ascontiguousarray(t.data.x_train[idx]), t.data.y_train[idx])
+
+
+def _print_engine_table(pooled: dict, envs: dict) -> None:
+    """Masked vs condensed: medians [IQR] and ratios per configuration and thread count."""
+    import numpy as np
+
+    from bench.harness import Timing, fmt_timing
+    print(f"{'configuration':26} {'threads':>7} {'what':>5} {'masked median [IQR]':>30} "
+          f"{'condensed median [IQR]':>30} {'speed-up':>8}")
+    for label, _, density in ENGINE_CONFIGS:
+        for what in ("step", "epoch"):
+            for threads in THREADS:
+                t = {e: Timing(e, np.asarray(pooled[threads][f"{label} d={density} {e} | "
+                                                            f"{what}"]))
+                     for e in ("masked", "condensed")}
+                print(f"{label + f' d={density}':26} {threads:>7} {what:>5} "
+                      f"{fmt_timing(t['masked']):>30} {fmt_timing(t['condensed']):>30} "
+                      f"{t['masked'].median / t['condensed'].median:7.2f}x")
+
+
+def _run_worker(threads: int, quick: bool, engines: bool = False) -> dict:
     env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"]
     cmd += ["--quick"] if quick else []
+    cmd += ["--engines"] if engines else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"worker with {threads} thread(s) failed:\n{done.stderr}")
@@ -167,11 +254,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: few, short samples")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess rounds per thread "
                         "count (alternating), samples pooled")
+    parser.add_argument("--engines", action="store_true", help="instead: masked vs "
+                        "condensed training engine, step and epoch times (issue 8)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeats, min_seconds = (3, 0.01) if args.quick else (7, 0.2)
     if args.worker:
-        print(json.dumps(_worker(repeats, min_seconds)))
+        print(json.dumps(_engine_worker(args.quick) if args.engines
+                         else _worker(repeats, min_seconds)))
         return
 
     sys.path.insert(0, str(ROOT))
@@ -183,13 +273,16 @@ def main() -> None:
     envs = {}
     for r in range(rounds):
         for threads in THREADS if r % 2 == 0 else THREADS[::-1]:
-            result = _run_worker(threads, args.quick)
+            result = _run_worker(threads, args.quick, args.engines)
             envs[threads] = result["environment"]
             for name, samples in result["samples"].items():
                 pooled[threads].setdefault(name, []).extend(samples)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     for threads in THREADS:
         print(f"environment ({threads}-thread workers):", json.dumps(envs[threads]))
+    if args.engines:
+        _print_engine_table(pooled, envs)
+        return
     if not any("torch" in n for n in pooled[1]):
         print("torch: not importable, skipped")
     print(f"{'competitor':24} {'threads':>7} {'seconds/call median [IQR]':>32} {'images/s':>9}")

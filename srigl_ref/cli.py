@@ -30,11 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
     _add_interchange(sub)
+    _add_condense(sub)
     return parser
 
 
 def _add_train(sub) -> None:
-    from .train import METHODS, TrainConfig
+    from .train import ENGINES, METHODS, TrainConfig
     from .data import DATASETS
     from .nn.models import MODELS
     d = TrainConfig()
@@ -66,6 +67,12 @@ def _add_train(sub) -> None:
     p.add_argument("--dense-first-layer", action="store_true")
     p.add_argument("--n-train", type=int, default=None,
                    help="use only the first N training examples (quick runs)")
+    p.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="masked: dense weights times masks (the reference); condensed: "
+                   "srigl's sparse linear layers train as values/indices (faster at low "
+                   "density; conv layers stay masked) (default %(default)s)")
+    p.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", default=None,
+                   help="mlp hidden widths, e.g. --hidden 2048 2048 (default: 300 100)")
     p.add_argument("--out", default=None, help="output folder (default runs/<method>_<model>_"
                    "<dataset>_d<density>_s<seed>)")
     p.add_argument("--trace", metavar="DIR", default=None,
@@ -94,7 +101,8 @@ def _train(args) -> None:
             seed=args.seed, delta=args.delta, alpha=args.alpha,
             t_end_fraction=args.t_end_fraction, grad_accumulation_n=args.grad_accumulation_n,
             gamma_sal=args.gamma_sal, ablation=not args.no_ablation, init=args.init,
-            dense_layers=(0,) if args.dense_first_layer else (), n_train=args.n_train)
+            dense_layers=(0,) if args.dense_first_layer else (), n_train=args.n_train,
+            engine=args.engine, hidden=None if args.hidden is None else tuple(args.hidden))
         out = Path(args.out or f"runs/{config.method}_{config.model}_{config.dataset}_"
                    f"d{config.density}_s{config.seed}")
     out.mkdir(parents=True, exist_ok=True)
@@ -203,6 +211,98 @@ def _export(args) -> None:
     from .interchange.export import export_model
     out = export_model(args.dir, args.out, format=args.format)
     print(f"wrote {out} ({args.format})")
+
+
+def _add_condense(sub) -> None:
+    """``condense``: whole-model condensed inference of a run (srigl_ref/condensed/model.py)."""
+    from .condensed.model import CONV_STRATEGIES, DEFAULT_CONV
+    p = sub.add_parser("condense", help="condense a trained run for inference: write "
+                       "DIR/condensed.npz, print the per-layer table, batch-1 latency "
+                       "(dense vs condensed) and the prediction check",
+                       description="Reads DIR/model.npz, writes DIR/condensed.npz. Exit code "
+                       "0: predictions agree; 1: some differ (the count is printed); 2: bad "
+                       "input.")
+    p.add_argument("dir", metavar="DIR", help="a run folder holding model.npz")
+    p.add_argument("--n-check", type=int, default=None, metavar="N",
+                   help="check predictions on the first N test examples (default: all)")
+    p.add_argument("--n-timing", type=int, default=2000, metavar="N",
+                   help="single-example calls timed per model (default %(default)s)")
+    p.add_argument("--conv", choices=CONV_STRATEGIES, default=DEFAULT_CONV,
+                   help="sparse conv layers as condensed im2col or dense over the kept "
+                   "channels (default %(default)s)")
+    p.set_defaults(run=_condense)
+
+
+def _condense(args) -> int:
+    import time
+    from pathlib import Path
+
+    from . import checkpoint
+    from ._validate import check_int
+    from .condensed.model import condense_model, load_condensed, model_from_checkpoint
+    from .train import TrainConfig, Trainer
+    run_dir = Path(args.dir)
+    n_timing = check_int("--n-timing", args.n_timing, low=10)
+    if args.n_check is not None:
+        check_int("--n-check", args.n_check, low=1)
+    if not run_dir.is_dir():
+        raise ValueError(f"DIR == '{run_dir}' is not a folder (a run folder holding model.npz)")
+    ckpt = checkpoint.load_checkpoint(run_dir / "model.npz")
+    config = TrainConfig.from_dict(ckpt.config)
+    dataset = Trainer(config, run_dir, progress=None).data          # the run's test set
+    model = model_from_checkpoint(ckpt, dataset.input_shape)
+    out = run_dir / "condensed.npz"
+    checkpoint.atomic_write(out, condense_model(model, ckpt.masks, conv=args.conv).write)
+    cmodel = load_condensed(out)                                     # what was written
+    print(f"{run_dir / 'model.npz'} ({config.model}, {config.method}, {config.dataset}) -> "
+          f"{out} (conv: {args.conv})")
+    print(f"  {'layer':<14} {'shape':<14} {'format':<10} {'k':>5} {'k_eff':>5} {'active':>6} "
+          f"{'ablated':>7} {'in-drop':>7} {'dense B':>10} {'cond. B':>10} {'ratio':>6}")
+    for r in cmodel.report:
+        print(f"  {r.name:<14} {'x'.join(map(str, r.shape)):<14} {r.format:<10} {r.k:>5} "
+              f"{r.k_eff:>5} {r.n_active:>6} {r.n_ablated:>7} {r.n_inputs_dropped:>7} "
+              f"{r.bytes_dense:>10,} {r.bytes_condensed:>10,} "
+              f"{r.bytes_dense / r.bytes_condensed:>5.2f}x")
+    dense_b = sum(r.bytes_dense for r in cmodel.report)
+    cond_b = sum(r.bytes_condensed for r in cmodel.report)
+    print(f"  {'total':<14} {'':<14} {'':<10} {'':>5} {'':>5} {'':>6} {'':>7} {'':>7} "
+          f"{dense_b:>10,} {cond_b:>10,} {dense_b / cond_b:>5.2f}x")
+
+    x, y = dataset.x_test, dataset.y_test
+    if args.n_check is not None:
+        x, y = x[:args.n_check], y[:args.n_check]
+    # batch-1 latency: single-example calls, the two models alternating call by call
+    examples = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(n_timing, 512))]
+    models = {"dense NumPy model": lambda e: model.forward(e, train=False)[0],
+              "condensed": cmodel}
+    times = {name: np.empty(n_timing) for name in models}
+    for f in models.values():
+        for e in examples[:3]:
+            f(e)                                                     # compile, warm caches
+    order = list(models)
+    for i in range(n_timing):
+        e = examples[i % len(examples)]
+        for name in (order if i % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            models[name](e)
+            times[name][i] = time.perf_counter() - t0
+    print(f"batch-1 latency, whole model (median [IQR] over {n_timing} single-example calls "
+          f"each, interleaved):")
+    for name, t in times.items():
+        q1, med, q3 = np.percentile(t, [25, 50, 75]) * 1e6
+        print(f"  {name:<18} {med:8.1f} us [{q1:.1f}, {q3:.1f}]")
+    ratio = np.median(times["dense NumPy model"]) / np.median(times["condensed"])
+    print(f"  {'speed-up':<18} {ratio:8.2f}x")
+
+    ref = np.concatenate([model.forward(x[lo:lo + 1000], train=False)[0]
+                          for lo in range(0, len(x), 1000)])
+    got = cmodel(x)
+    n_diff = int((ref.argmax(axis=1) != got.argmax(axis=1)).sum())
+    rel = float(np.abs(got - ref).max() / max(np.abs(ref).max(), np.finfo(np.float32).tiny))
+    print(f"predictions (argmax, {len(x)} test examples of {config.dataset}): "
+          f"{len(x) - n_diff} agree, {n_diff} differ; max |logit diff| / max |logit| = "
+          f"{rel:.2e}; dense accuracy {float((ref.argmax(axis=1) == y).mean()):.4f}")
+    return 1 if n_diff else 0
 
 
 def _one_line(message: str) -> str:

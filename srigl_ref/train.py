@@ -12,6 +12,13 @@ One optimizer step, in this order (SPEC section 5)::
 
 ``train`` only orchestrates: the math lives in ``dst`` and ``nn``; files are written
 through ``checkpoint``. It prints progress (stderr) and nothing else.
+
+Engines. ``engine="masked"`` (default, the readable reference) runs the steps above on
+``self.model`` and ``self.optimizer``. ``engine="condensed"`` (SRigL only) runs the same
+steps through ``condensed.training.CondensedEngine``: the sparse linear layers train as
+``values/indices``, the dense gradient is computed only on the steps that record it, and
+``sync_dense()`` writes the dense weights and momentum back for topology updates,
+checkpoints and anything else that reads ``model.params``.
 """
 from __future__ import annotations
 
@@ -29,9 +36,11 @@ from .nn.losses import softmax_cross_entropy
 from .nn.models import MODELS, INITS, build_model, sparse_init
 from .interchange import cases
 from .nn.optim import SGD, CosineLR
+from .condensed.training import CondensedEngine, condensed_names
 
 METHODS = ("dense", "static", "set", "rigl", "srigl")
 DYNAMIC = ("set", "rigl", "srigl")
+ENGINES = ("masked", "condensed")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class TrainConfig:
     init: str = "kaiming"
     dense_layers: tuple[int, ...] = ()
     n_train: int | None = None        # use only the first n training examples (quick runs)
+    engine: str = "masked"            # "condensed": truly sparse SRigL (condensed/training.py)
+    hidden: tuple[int, ...] | None = None   # mlp hidden widths (None: LeNet-300-100's)
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
@@ -87,6 +98,16 @@ class TrainConfig:
         if self.n_train is not None:
             check_int("n_train", self.n_train, low=1)
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
+        check_choice("engine", self.engine, ENGINES)
+        if self.engine == "condensed" and self.method != "srigl":
+            raise ValueError(f"engine == 'condensed' needs method == 'srigl' (constant "
+                             f"fan-in), got method == {self.method!r}")
+        if self.hidden is not None:
+            if self.model != "mlp":
+                raise ValueError(f"hidden == {self.hidden!r} applies to model 'mlp' only, "
+                                 f"got model == {self.model!r}")
+            object.__setattr__(self, "hidden", tuple(
+                check_int(f"hidden[{i}]", h, low=1) for i, h in enumerate(self.hidden)))
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -133,7 +154,8 @@ class Trainer:
                                               progress=progress is not None, rng=data_rng),
                             config.n_train)
         self.model = build_model(config.model, self.data.input_shape, self.data.n_classes,
-                                 rng=self.rng)
+                                 rng=self.rng, **({} if config.hidden is None
+                                                  else {"hidden": config.hidden}))
         self.steps_per_epoch = math.ceil(len(self.data.y_train) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.schedule = dst.UpdateSchedule.from_total(
@@ -157,6 +179,10 @@ class Trainer:
         self.optimizer = SGD(self.model.params, config.lr, momentum=config.momentum,
                              nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.dense_grad_records = 0      # how many steps recorded a dense gradient
+        self.engine = None               # the masked engine: self.model and self.optimizer
+        if config.engine == "condensed":
+            self.engine = CondensedEngine(self.model, self.optimizer, self.state.masks,
+                                          condensed_names(self.model, self.sparsities))
         self.metrics = None              # checkpoint.MetricsLog while running
 
     # ------------------------------------------------------------------ helpers
@@ -177,6 +203,8 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         """One optimizer step (and the topology update it may trigger). Returns (loss, hits)."""
+        if self.engine is not None:
+            return self._condensed_train_step(x, y)
         cfg, st = self.config, self.state
         logits, cache = self.model.forward(x)
         loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -191,6 +219,29 @@ class Trainer:
         hits = int((logits.argmax(axis=1) == y).sum())
         return loss, hits
 
+    def _condensed_train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """``train_step`` with the condensed engine: the same order (SPEC section 5); the
+        dense gradients are computed only on the steps that record them."""
+        cfg, st, engine = self.config, self.state, self.engine
+        dense = self.schedule.needs_dense_grad(st.step + 1)
+        logits, cache = engine.forward(x)
+        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        grads, dense_grads = engine.backward(dlogits, cache, dense=dense)
+        if dense:
+            self._record_dense_grad({**grads, **dense_grads})
+        engine.step(grads, st.masks, lr=self.lr_at(st.step))
+        st.step += 1
+        if self.schedule.is_update(st.step):
+            self.topology_update()
+        hits = int((logits.argmax(axis=1) == y).sum())
+        return loss, hits
+
+    def sync_dense(self) -> None:
+        """Make ``model.params`` and the momentum buffers current (the condensed engine keeps
+        its sparse weights condensed between calls; a no-op for the masked engine)."""
+        if self.engine is not None:
+            self.engine.store()
+
     def _record_dense_grad(self, grads: dict) -> None:
         """Accumulate the dense gradients of the updated layers (SPEC section 5)."""
         self.dense_grad_records += 1
@@ -204,6 +255,7 @@ class Trainer:
     def topology_update(self) -> dict:
         """Update every sparse layer's mask at the current step; returns the metrics record."""
         cfg, st = self.config, self.state
+        self.sync_dense()
         df = self.schedule.drop_fraction(st.step)
         params, bufs = self.model.params, self.optimizer.momentum_buffers
         layers = []
@@ -244,6 +296,8 @@ class Trainer:
                            "n_revived": int((new_rows & ~old_rows).sum()),
                            "threshold": u.threshold, "fan_in": u.fan_in})
         st.dense_grad, st.n_dense_grad = {}, 0
+        if self.engine is not None:
+            self.engine.load(st.masks)
         record = {"kind": "update", "step": st.step, "drop_fraction": df, "layers": layers}
         if self.metrics is not None:
             self.metrics.write(record)
@@ -277,7 +331,8 @@ class Trainer:
         """(mean loss, accuracy) over a dataset, in batches."""
         total_loss, hits = 0.0, 0
         for lo in range(0, len(y), batch_size):
-            logits, _ = self.model.forward(x[lo:lo + batch_size], train=False)
+            logits, _ = (self.engine or self.model).forward(x[lo:lo + batch_size],
+                                                            train=False)
             loss, _ = softmax_cross_entropy(logits, y[lo:lo + batch_size])
             total_loss += loss * len(logits)
             hits += int((logits.argmax(axis=1) == y[lo:lo + batch_size]).sum())
@@ -370,6 +425,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _save(self) -> None:
         st = self.state
+        self.sync_dense()
         meta = {"config": asdict(self.config), "step": st.step, "epoch": st.epoch,
                 "rng_state": self.rng.bit_generator.state,
                 "sparse_names": self.model.sparse_names, "sparsities": self.sparsities,
@@ -398,6 +454,8 @@ class Trainer:
         st.n_dense_grad = ckpt.meta["n_dense_grad"]
         st.step, st.epoch = ckpt.meta["step"], ckpt.meta["epoch"]
         self.rng.bit_generator.state = ckpt.meta["rng_state"]
+        if self.engine is not None:
+            self.engine.load(st.masks)
 
 
 def _subset(ds: data.Dataset, n_train: int | None) -> data.Dataset:
