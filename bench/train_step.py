@@ -20,12 +20,14 @@ PyTorch is timed too when importable.
 with the condensed engine (``TrainConfig(engine="condensed")``) than with the masked one?
 For LeNet-300-100 at density 0.1 and a wide MLP (784-2048-2048-10) at densities 0.1, 0.05
 and 0.01 (ERK, synthetic 1x28x28 data, batch 128): the time of one plain step (no update
-due) and of one whole training epoch of ``ENGINE_EPOCH_STEPS`` steps that includes one
-topology update (delta 100: the update step's dense gradient, ``srigl_update`` of every
-layer and, for the condensed engine, the dense view and the rebuild). Masked and condensed
-are interleaved in every repeat, and checked to agree on the first step's loss.
+due) and of one whole training epoch (the 4096 synthetic examples: 32 steps) that includes
+one topology update (delta = 32, a third of the default 100, so updates weigh 3x more than
+in a default run: the update step's dense gradient, ``srigl_update`` of every layer and,
+for the condensed engine, the dense view and the rebuild). Evaluation and checkpoint
+writing are not timed. Masked and condensed are interleaved in every repeat, and checked
+to agree on the first step's loss.
 
-    python bench/train_step.py --engines            # ~10 min
+    python bench/train_step.py --engines --rounds 1   # ~2 min on an idle machine
     python bench/train_step.py --engines --quick    # a smoke run
 """
 from __future__ import annotations
@@ -166,7 +168,6 @@ def _torch_competitors(x, y) -> dict:
 
 ENGINE_CONFIGS = (("lenet-300-100", None, 0.1), ("mlp 2048x2048", (2048, 2048), 0.1),
                   ("mlp 2048x2048", (2048, 2048), 0.05), ("mlp 2048x2048", (2048, 2048), 0.01))
-ENGINE_EPOCH_STEPS = 100   # with delta 100: one topology update in every timed epoch
 
 
 def _engine_worker(quick: bool) -> dict:
@@ -179,7 +180,6 @@ def _engine_worker(quick: bool) -> dict:
     from bench.harness import environment, time_interleaved
     from srigl_ref.train import TrainConfig, Trainer
 
-    epoch_steps = 10 if quick else ENGINE_EPOCH_STEPS
     tmp = tempfile.TemporaryDirectory()
     steps, epochs, checks = {}, {}, {}
     for label, hidden, density in ENGINE_CONFIGS:
@@ -195,9 +195,11 @@ def _engine_worker(quick: bool) -> dict:
             y = t.data.y_train[:BATCH]
             losses[engine] = t.train_step(x, y)[0]
             steps[name] = lambda t=t, x=x, y=y: t.train_step(x, y)
-            # whole epochs: delta steps each, so every epoch holds one topology update
-            t = Trainer(TrainConfig(n_train=BATCH * epoch_steps, epochs=20, delta=epoch_steps,
-                                    **common), Path(tmp.name) / f"{name} epoch", progress=None)
+            # whole epochs with delta = steps per epoch: one topology update in each
+            n_train = BATCH * 10 if quick else None          # None: all 4096 (32 steps)
+            cfg = TrainConfig(n_train=n_train, epochs=20, delta=10 if quick else 32, **common)
+            t = Trainer(cfg, Path(tmp.name) / f"{name} epoch", progress=None)
+            assert t.steps_per_epoch == cfg.delta, (t.steps_per_epoch, cfg.delta)
             epochs[name] = lambda t=t: _train_epoch(t)
         checks[f"{label} d={density}"] = losses
         assert abs(losses["masked"] - losses["condensed"]) <= 1e-5 * abs(losses["masked"]), \

@@ -238,22 +238,24 @@ def test_lenet5_convs_stay_masked(tmp_path):
     assert t.update_steps_seen == [2]
 
 
+def _run_record(out):
+    """What a run leaves behind: checkpoint meta, every array's bytes, metrics (no times)."""
+    ckpt = checkpoint.load_checkpoint(out / "model.npz")
+    arrays = {(group, name): a.tobytes()
+              for group in ("params", "masks", "momentum", "ever_active", "dense_grad")
+              for name, a in getattr(ckpt, group).items()}
+    return ckpt.meta, arrays, strip_seconds(checkpoint.read_metrics(out / "metrics.jsonl"))
+
+
 def test_resume_condensed_equals_uninterrupted(tmp_path):
+    """Stop after 2 of 4 epochs (dense view saved), resume (condensed state rebuilt from
+    it): bit-identical to the uninterrupted run."""
     cfg = TrainConfig(engine="condensed", grad_accumulation_n=3,
                       **dict(TINY, epochs=4, delta=4))
     Trainer(cfg, tmp_path / "full", progress=None).run()
-    Trainer(cfg, tmp_path / "part", progress=None).run(stop_after_epochs=2)
-    Trainer(cfg, tmp_path / "part", progress=None).run(resume=True)
-    full = checkpoint.load_checkpoint(tmp_path / "full" / "model.npz")
-    part = checkpoint.load_checkpoint(tmp_path / "part" / "model.npz")
-    assert full.meta == part.meta
-    for group in ("params", "masks", "momentum", "ever_active", "dense_grad"):
-        a, b = getattr(full, group), getattr(part, group)
-        assert list(a) == list(b)
-        for name in a:
-            assert a[name].tobytes() == b[name].tobytes(), (group, name)
-    assert strip_seconds(checkpoint.read_metrics(tmp_path / "full" / "metrics.jsonl")) == \
-        strip_seconds(checkpoint.read_metrics(tmp_path / "part" / "metrics.jsonl"))
+    for kw in (dict(stop_after_epochs=2), dict(resume=True)):
+        Trainer(cfg, tmp_path / "part", progress=None).run(**kw)
+    assert _run_record(tmp_path / "part") == _run_record(tmp_path / "full")
 
 
 @pytest.mark.parametrize("kw, error, match", [
@@ -279,3 +281,13 @@ def test_cli_engine_and_hidden(tmp_path, capsys):
     assert TrainConfig.from_dict(checkpoint.load_checkpoint(out / "model.npz").config) \
         .hidden == (64, 32)
     capsys.readouterr()
+
+
+def test_engine_forward_rejects_bad_input(tmp_path):
+    t = Trainer(TrainConfig(engine="condensed", **TINY), tmp_path, progress=None)
+    with pytest.raises(ValueError, match=r"x.ndim == 2 .*, must be 4"):
+        t.engine.forward(np.zeros((2, 784), np.float32))
+    with pytest.raises(ValueError, match=r"x.shape == \(2, 1, 28, 27\), must be \(batch, 1, 28"):
+        t.engine.forward(np.zeros((2, 1, 28, 27), np.float32))
+    with pytest.raises(TypeError, match=r"x.dtype == float64, must be the model's dtype"):
+        t.engine.forward(np.zeros((2, 1, 28, 28)))

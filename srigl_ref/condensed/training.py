@@ -314,9 +314,12 @@ class CondensedEngine:
         """Logits of a batch, as ``Model.forward`` (same arguments, returns and errors)."""
         model = self.model
         x = as_float_array("x", x, ndim=(len(model.input_shape) + 1,))
-        if x.shape[1:] != model.input_shape or x.dtype != model.dtype:
-            raise ValueError(f"x is {x.dtype} {x.shape}, must be {model.dtype} (batch, "
-                             f"{', '.join(map(str, model.input_shape))})")
+        if x.shape[1:] != model.input_shape:
+            raise ValueError(f"x.shape == {x.shape}, must be (batch, "
+                             f"{', '.join(map(str, model.input_shape))}) for model "
+                             f"{model.name!r}")
+        if x.dtype != model.dtype:
+            raise TypeError(f"x.dtype == {x.dtype}, must be the model's dtype {model.dtype}")
         caches = []
         for lname, layer in model.layers:
             weight = f"{lname}.weight"
