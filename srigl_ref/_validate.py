@@ -7,6 +7,7 @@ then hand C-contiguous arrays of the right dtype to trusting kernels.
 from __future__ import annotations
 
 import numbers
+import zipfile
 
 import numpy as np
 
@@ -123,3 +124,23 @@ def check_generator(name: str, rng) -> np.random.Generator:
         raise TypeError(f"{name} must be a numpy.random.Generator "
                         f"(e.g. numpy.random.default_rng(seed)), got {type(rng).__name__}")
     return rng
+
+
+def read_npz(path, *, what: str = "file") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` of plain arrays (``allow_pickle=False``).
+
+    Raises
+    ------
+    ValueError
+        ``"<path>: no such <what>"``, ``"<path>: is a directory, expected a .npz <what>"``
+        or ``"<path>: not a readable .npz <what> (...)"``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, expected a .npz {what}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable .npz {what} ({e})") from None

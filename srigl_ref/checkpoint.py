@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ._validate import read_npz
 
 FORMAT_VERSION = 1
 _GROUPS = ("param", "mask", "momentum", "ever_active", "dense_grad")
@@ -90,13 +91,7 @@ def load_checkpoint(path) -> Checkpoint:
         are not bool or do not match their weight's shape, missing arrays.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such checkpoint file") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable model.npz ({e})") from None
+    arrays = read_npz(path, what="checkpoint file")
     if "meta" not in arrays:
         raise ValueError(f"{path}: no 'meta' entry; not a srigl-ref model.npz")
     try:

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 import srigl_ref
 from srigl_ref import checkpoint, cli
 from srigl_ref.condensed import _kernels as K
-from srigl_ref.condensed.matmul import narrow_index
 from srigl_ref.condensed.training import (CondensedEngine, CondensedTrainLinear,
                                           condensed_names)
 from srigl_ref.nn import SGD, build_model

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._validate import as_mask, check_choice
+from .._validate import as_mask, check_choice, read_npz
 from ..dst.masks import check_constant_fan_in
 from ..nn import _kernels as nn_kernels
 from ..nn.layers import Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, ReLU
@@ -445,13 +444,7 @@ def load_condensed(path) -> CondensedModel:
         malformed arrays, shapes that do not chain).
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such condensed model file") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable condensed.npz ({e})") from None
+    arrays = read_npz(path, what="condensed model file")
     return CondensedModel.from_arrays(arrays, source=str(path))
 
 

@@ -10,14 +10,13 @@ SRigL, otherwise RigL. Our files add ``method``, ``tie_break`` and ``kept``.
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._validate import (as_float_array, as_mask, check_choice, check_int, check_real,
-                         check_sparsity)
+                         check_sparsity, read_npz)
 from ..checkpoint import atomic_write
 from ..dst import TopologyUpdate, rigl_update, srigl_update
 from ..dst.topology import ABLATION_BASES, TIE_BREAKS
@@ -95,25 +94,6 @@ class Case:
         if self.method != "set":
             kw["tie_break"] = tie_break
         return kw
-
-
-def read_npz(path, *, what: str = "file") -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` of plain arrays (no pickle).
-
-    Raises
-    ------
-    ValueError
-        ``"<path>: no such <what>"`` or ``"<path>: not a readable .npz <what> (...)"``.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, expected a .npz {what}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz {what} ({e})") from None
 
 
 def read_case(path) -> Case:

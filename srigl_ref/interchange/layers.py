@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import load_checkpoint
-from .cases import read_npz
+from .._validate import read_npz
 from .safetensors import read_safetensors
 from .torch_pickle import load_torch
 

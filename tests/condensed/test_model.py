@@ -210,7 +210,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(ValueError, match=r"nothing\.npz: no such condensed model file"):
         load_condensed(tmp_path / "nothing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match=r"junk\.npz: not a readable condensed\.npz"):
+    with pytest.raises(ValueError, match=r"junk\.npz: not a readable \.npz condensed model file"):
         load_condensed(tmp_path / "junk.npz")
 
 
