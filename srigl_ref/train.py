@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, data, dst
-from ._validate import (check_choice, check_density, check_int, check_real)
-from .nn.losses import softmax_cross_entropy
-from .nn.models import MODELS, INITS, build_model, sparse_init
-from .interchange import cases
-from .nn.optim import SGD, CosineLR
+from ._validate import check_choice, check_density, check_int, check_real
 from .condensed.training import CondensedEngine, condensed_names
+from .interchange import cases
+from .nn.losses import softmax_cross_entropy
+from .nn.models import INITS, MODELS, build_model, sparse_init
+from .nn.optim import SGD, CosineLR
 
 METHODS = ("dense", "static", "set", "rigl", "srigl")
 DYNAMIC = ("set", "rigl", "srigl")
