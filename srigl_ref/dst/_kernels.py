@@ -214,7 +214,7 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
         The keep set after the cap (``new_mask & ~kept`` are the grown positions).
     n_capped : int
         Rows whose kept positions exceeded ``k`` (the cap chose among them).
-    n_tied : int
+    grow_tied : bool [out]
         Rows whose grow boundary was tied (the tie-break chose among equal ``|G|``).
     """
     out, fan = wbits.shape
@@ -223,7 +223,7 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
     row_keys = np.empty(fan, np.int64)
     n_eq = 0
     n_capped = 0
-    n_tied = 0
+    grow_tied = np.zeros(out, np.bool_)
     for i in range(out):
         if ablated_row[i]:
             continue
@@ -253,8 +253,7 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
                 row_keys[m] = np.int64(gbits[i, j]) & gabsmask
                 m += 1
         tg, take_g, tied = _refine_threshold(row_keys, m, n_grow, gnbits)
-        if tied:
-            n_tied += 1
+        grow_tied[i] = tied
         n_eq_g = 0
         for j in range(fan):
             if new_mask[i, j]:
@@ -265,7 +264,7 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
             elif key == tg:
                 new_mask[i, j] = n_eq_g < take_g
                 n_eq_g += 1
-    return new_mask, kept, n_capped, n_tied
+    return new_mask, kept, n_capped, grow_tied
 
 
 @njit(cache=True)

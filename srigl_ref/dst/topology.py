@@ -193,9 +193,10 @@ class _StableStages:
 
     ``salient_counts(n_prune)`` -> int64 [out]; ``keep_grow(ablated, k)`` -> ``(new_mask,
     kept)``, bool [out, F]. The keep threshold over all rows is shared by both stages.
-    ``counts_tie_free`` / ``keep_grow_tie_free`` record whether that stage's selection
-    boundaries were untied (and, for keep/grow, the cap did not bind): then any tie-break
-    selects the same sets.
+    ``counts_tie_free`` / ``keep_tie_free`` record whether that stage's selection
+    boundaries were untied (and, for the keep set, the cap did not bind): then any
+    tie-break selects the same sets. ``grow_tied`` (bool [out]) marks the rows whose
+    regrowth boundary was tied.
     """
 
     def __init__(self, w2, g2, n_keep):
@@ -204,7 +205,7 @@ class _StableStages:
         self.n_keep = n_keep
         self.no_rows = np.zeros(w2.shape[0], np.bool_)
         self.keep_all_rows = None                     # (t, take, tied) of the keep ranking
-        self.counts_tie_free = self.keep_grow_tie_free = None
+        self.counts_tie_free = self.keep_tie_free = self.grow_tied = None
 
     def _threshold(self, keys, row_skip, n):
         return _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
@@ -221,9 +222,9 @@ class _StableStages:
         t_keep = self.keep_all_rows
         if ablated.size or t_keep is None:            # ablated rows leave the keep ranking
             t_keep = self._threshold(self.w, ablated_row, self.n_keep)
-        new_mask, kept, n_capped, n_tied = _kernels.srigl_keep_grow(
+        new_mask, kept, n_capped, self.grow_tied = _kernels.srigl_keep_grow(
             *self.w[:2], *t_keep[:2], *self.g, ablated_row, k)
-        self.keep_grow_tie_free = not t_keep[2] and n_capped == 0 and n_tied == 0
+        self.keep_tie_free = not t_keep[2] and n_capped == 0
         return new_mask, kept
 
 
@@ -232,7 +233,8 @@ class _TorchStages:
 
     The canonical kernels run first: where no selection boundary is tied and the cap does
     not bind, every tie order selects the same sets, so their result *is* torch's (given
-    ``_lifts_exact``). Otherwise the stage is redone by the torch emulation.
+    ``_lifts_exact``). Otherwise the stage is redone by the torch emulation; a tied
+    regrowth boundary redoes only its row (ties in float data are rare and local).
     """
 
     def __init__(self, w2, g2, n_keep):
@@ -251,11 +253,17 @@ class _TorchStages:
     def keep_grow(self, ablated, k):
         new_mask, kept = self.stable.keep_grow(ablated, k)
         eligible = (self.w2.shape[0] - ablated.size) * self.w2.shape[1]
-        if self.exact and self.stable.keep_grow_tie_free and self.n_keep <= eligible:
-            return new_mask, kept
-        keep, grow = torch_ties.srigl_keep_grow_torch(np.abs(self.w2), np.abs(self.g2),
-                                                      ablated, self.n_keep, k)
-        return keep | grow, keep
+        if not (self.exact and self.stable.keep_tie_free and self.n_keep <= eligible):
+            keep, grow = torch_ties.srigl_keep_grow_torch(np.abs(self.w2), np.abs(self.g2),
+                                                          ablated, self.n_keep, k)
+            return keep | grow, keep
+        for i in np.flatnonzero(self.stable.grow_tied):      # SPEC-torch-ties item 4
+            sg = np.abs(self.g2[i])                          # [F]
+            lifted = np.where(kept[i], sg.min() - 1, sg)
+            grown = torch_ties.torch_topk(lifted, k - int(kept[i].sum()), sorted=True)
+            new_mask[i] = kept[i]
+            new_mask[i, grown] = True
+        return new_mask, kept
 
 
 def _lifts_exact(w2, g2) -> bool:
