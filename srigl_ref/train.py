@@ -307,8 +307,9 @@ class Trainer:
     def layer_stats(self) -> list[dict]:
         """Per sparse-able layer: shape, sparsity, fan-in, active and ablated neurons."""
         out = []
+        masks = self._all_masks()
         for name, s in zip(self.model.sparse_names, self.sparsities):
-            m = self._all_masks()[name]
+            m = masks[name]
             rows = m.reshape(m.shape[0], -1).sum(axis=1)
             active = rows[rows > 0]
             constant = active.size > 0 and (active == active[0]).all()
