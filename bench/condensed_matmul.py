@@ -6,12 +6,13 @@ Competitors, timed interleaved in one run (bench/harness.py), each with the bias
 - ``dense``: NumPy ``W @ x + b`` (OpenBLAS sgemv / sgemm);
 - ``scipy_csr``: ``scipy.sparse.csr_array @ x + b`` (single-threaded);
 - ``numba_csr``: a Numba CSR kernel written with the same care as the condensed one (below:
-  uint16 column indices, four partial sums, eight nonzeros a step, four nonzeros per pass
-  over a feature-major batch, the same parallel rule). What it lacks is only what CSR
-  lacks: rows of one length, which let the condensed kernel read its index as whole
-  uint64 words and need no row pointer;
-- ``numba_csr_i32``: the same kernel on SciPy's int32 column indices (the usual CSR index
-  type: signed, so Numba adds negative-index wraparound code to every gather);
+  uint16 column indices; at batch 1 the same vector code, ``_kernels.gather_vector``, run
+  along each row, 16 nonzeros a step, then a horizontal sum and a scalar tail; four
+  nonzeros per pass over a feature-major batch; the same parallel rule). What it lacks is
+  only what CSR lacks: rows of one length, which let the condensed kernel run 16 rows in
+  lockstep with no horizontal sum, no tail and no row pointer;
+- ``numba_csr_scalar`` (batch 1 only): the plain-Numba CSR row loop (four partial sums,
+  eight nonzeros a step), the condensed kernel's design before the vector code;
 - ``condensed_c`` (batch > 1 only): ``condensed`` given a C-ordered ``x [B, in]``, i.e.
   paying the transpose to feature-major that a chain of condensed layers avoids.
 
@@ -42,7 +43,10 @@ from pathlib import Path
 import numba
 import numpy as np
 import scipy.sparse
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,7 +63,8 @@ BATCHES = (1, 16, 256)
 THREADS = (1, 2)
 REGIMES = ("hot", "cold")
 COLD_BYTES = 96 * 2**20
-COMPETITORS = ("condensed", "dense", "scipy_csr", "numba_csr", "numba_csr_i32", "condensed_c")
+COMPETITORS = ("condensed", "dense", "scipy_csr", "numba_csr", "numba_csr_scalar",
+               "condensed_c")
 
 
 def parse_args(argv=None):
@@ -108,7 +113,7 @@ def build(weight, mask, bias):
     return {"condensed": layer, "condensed_c": layer, "dense": (weight, bias),
             "scipy_csr": (csr, bias[:, None], bias),
             "numba_csr": (csr.data, csr.indices.astype(narrow), indptr, bias),
-            "numba_csr_i32": (csr.data, csr.indices.astype(np.int32), indptr, bias)}
+            "numba_csr_scalar": (csr.data, csr.indices.astype(narrow), indptr, bias)}
 
 
 def call(name, obj, x, xT, xc):
@@ -129,7 +134,8 @@ def call(name, obj, x, xT, xc):
         csr, bias_col, bias = obj
         return (csr @ xT + bias_col).T if batched else csr @ x + bias
     data, indices, indptr, bias = obj
-    return numba_csr(xT if batched else x, data, indices, indptr, bias)
+    return numba_csr(xT if batched else x, data, indices, indptr, bias,
+                     vector=name == "numba_csr")
 
 
 # The Numba CSR competitor. Rows are sliced so every loop index starts at 0 and is known
@@ -137,6 +143,84 @@ def call(name, obj, x, xT, xc):
 # negative-index wraparound code on every access (measured 1.75x slower at 3072->768,
 # s=0.9, batch 1). The row helpers are inlined, as the condensed ones are.
 FM = {"contract"}
+
+
+@intrinsic
+def csr_row_dot_vector(typingctx, x, data, indices, start, m):
+    """``sum_{p < m - m % LANES} data[start + p] * x[indices[start + p]]``: ``LANES``
+    nonzeros a step into one vector (``_kernels.gather_vector``, as the condensed kernel),
+    then a horizontal sum. x, data : 1-D C float32; indices : 1-D C uint16/uint32."""
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                for a in (x, data, indices))
+            and x.dtype == data.dtype == types.float32
+            and indices.dtype in (types.uint16, types.uint32)):
+        return None
+    sig = types.float32(x, data, indices, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xa, da, ia, start, m = args
+        i64, f32 = ir.IntType(64), ir.FloatType()
+        vty = ir.VectorType(f32, K.LANES)
+        x_ptr = context.make_array(x)(context, builder, xa).data
+        d_ptr = builder.gep(context.make_array(data)(context, builder, da).data, [start])
+        i_ptr = builder.gep(context.make_array(indices)(context, builder, ia).data, [start])
+        n_steps = builder.sdiv(m, ir.Constant(i64, K.LANES))
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fmuladd.v{K.LANES}f32")
+        zero = ir.Constant(vty, [0.0] * K.LANES)
+        entry = builder.block
+        loop = builder.append_basic_block("csr_dot.loop")
+        done = builder.append_basic_block("csr_dot.done")
+        builder.cbranch(builder.icmp_signed(">", n_steps, ir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        q = builder.phi(i64)
+        acc = builder.phi(vty)
+        p = builder.mul(q, ir.Constant(i64, K.LANES))
+        v = builder.load(builder.bitcast(builder.gep(d_ptr, [p]), vty.as_pointer()), align=4)
+        gathered = K.gather_vector(builder, x_ptr, builder.gep(i_ptr, [p]), f32,
+                                   indices.dtype.bitwidth)
+        acc_next = builder.call(fmuladd, [v, gathered, acc])
+        q_next = builder.add(q, ir.Constant(i64, 1))
+        q.add_incoming(ir.Constant(i64, 0), entry)
+        q.add_incoming(q_next, loop)
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(acc_next, loop)
+        builder.cbranch(builder.icmp_signed("<", q_next, n_steps), loop, done)
+        builder.position_at_end(done)
+        total = builder.phi(vty)
+        total.add_incoming(zero, entry)
+        total.add_incoming(acc_next, loop)
+        reduce = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(f32, [f32, vty]),
+            f"llvm.vector.reduce.fadd.v{K.LANES}f32")
+        return builder.call(reduce, [ir.Constant(f32, 0.0), total], fastmath=("reassoc",))
+
+    return sig, codegen
+
+
+# Not cached: the intrinsic's code comes from another file (_kernels.gather_vector), whose
+# changes Numba's cache would not notice.
+@njit(fastmath=FM, inline="always")
+def csr_row_vector(x, data, indices, start, stop):
+    """``sum_p data[p] * x[indices[p]]`` over one row: vector steps, then a scalar tail."""
+    m = stop - start
+    s = csr_row_dot_vector(x, data, indices, start, m)
+    d, ii = data[stop - m % K.LANES:stop], indices[stop - m % K.LANES:stop]
+    for p in range(d.size):
+        s += d[p] * x[ii[p]]
+    return s
+
+
+@njit(fastmath=FM)
+def csr_matvec_vector(x, data, indices, indptr, bias, y):
+    for r in range(y.size):
+        y[r] = csr_row_vector(x, data, indices, indptr[r], indptr[r + 1]) + bias[r]
+
+
+@njit(fastmath=FM, parallel=True)
+def csr_matvec_vector_parallel(x, data, indices, indptr, bias, y):
+    for r in prange(y.size):
+        y[r] = csr_row_vector(x, data, indices, indptr[r], indptr[r + 1]) + bias[r]
 
 
 @njit(cache=True, fastmath=FM, inline="always")
@@ -201,14 +285,17 @@ def csr_matmat_parallel(xT, data, indices, indptr, bias, yT):
         csr_row_matmat(xT, data, indices, indptr[r], indptr[r + 1], bias[r], yT[r])
 
 
-def numba_csr(x, data, indices, indptr, bias):
-    """Numba CSR forward: batch 1 on ``x [in]``, batched on ``xT [in, B]`` (-> ``[B, n]``)."""
+def numba_csr(x, data, indices, indptr, bias, vector=True):
+    """Numba CSR forward: batch 1 on ``x [in]`` (the vector row kernel, or the scalar one
+    with ``vector=False``), batched on ``xT [in, B]`` (-> ``[B, n]``)."""
     n = indptr.size - 1
     work = data.size * (x.shape[1] if x.ndim == 2 else 1)
     parallel = work >= matmul.PARALLEL_MIN_WORK and numba.get_num_threads() > 1
     if x.ndim == 1:
         y = np.empty(n, np.float32)
-        (csr_matvec_parallel if parallel else csr_matvec)(x, data, indices, indptr, bias, y)
+        kernel = ((csr_matvec_vector_parallel if parallel else csr_matvec_vector) if vector
+                  else (csr_matvec_parallel if parallel else csr_matvec))
+        kernel(x, data, indices, indptr, bias, y)
         return y
     yT = np.empty((n, x.shape[1]), np.float32)
     (csr_matmat_parallel if parallel else csr_matmat)(x, data, indices, indptr, bias, yT)
@@ -221,7 +308,8 @@ def run_cell(n_in, n_out, sparsity, batch, regime, args, rng):
     """Check every competitor against float64, then time them; returns a result dict."""
     weight, mask, bias = make_layer(n_in, n_out, sparsity, rng)
     layers = build(weight, mask, bias)
-    names = [n for n in COMPETITORS if n != "condensed_c" or batch > 1]
+    names = [n for n in COMPETITORS
+             if (n != "condensed_c" or batch > 1) and (n != "numba_csr_scalar" or batch == 1)]
     x = rng.standard_normal(n_in if batch == 1 else (batch, n_in)).astype(np.float32)
     if batch > 1:
         x = np.asfortranarray(x)
@@ -255,7 +343,7 @@ def run_cell(n_in, n_out, sparsity, batch, regime, args, rng):
 def layer_bytes(name, obj):
     """Bytes a call of competitor ``name`` streams (weights, indices, bias)."""
     if name in ("condensed", "condensed_c"):
-        return obj._values.nbytes + obj._index.nbytes + obj._bias.nbytes
+        return obj._slab_values.nbytes + obj._slab_index.nbytes + obj._bias.nbytes
     if name == "scipy_csr":
         return obj[0].data.nbytes + obj[0].indices.nbytes + obj[0].indptr.nbytes
     return sum(a.nbytes for a in obj)
@@ -290,20 +378,19 @@ def run_threshold(args):
         for sparsity in (0.99, 0.9, 0.5):
             for batch in (1, 4, 16, 64):
                 layer = condense(*make_layer(n_in, n_out, sparsity, rng))
-                v, idx, b = layer._values, layer._index, layer._bias
+                v, idx, b = layer._slab_values, layer._slab_index, layer._bias
                 if batch == 1:
                     x = rng.standard_normal(n_in).astype(np.float32)
-                    y = np.empty(layer.n_active, np.float32)
-                    w = idx.view(np.uint64)
-                    comp = {"serial": lambda: K.matvec_packed16(x, v, w, b, y),
-                            "parallel": lambda: K.matvec_packed16_parallel(x, v, w, b, y)}
+                    y = np.empty(b.size, np.float32)
+                    comp = {"serial": lambda: K.matvec_lanes(x, v, idx, b, y),
+                            "parallel": lambda: K.matvec_lanes_parallel(x, v, idx, b, y)}
                 else:
                     xT = rng.standard_normal((n_in, batch)).astype(np.float32)
                     yT = np.empty((layer.n_active, batch), np.float32)
-                    comp = {"serial": lambda: K.matmat(xT, v, idx, b, yT),
-                            "parallel": lambda: K.matmat_parallel(xT, v, idx, b, yT)}
+                    comp = {"serial": lambda: K.matmat_lanes(xT, v, idx, b, yT),
+                            "parallel": lambda: K.matmat_lanes_parallel(xT, v, idx, b, yT)}
                 t = time_interleaved(comp, repeats=args.repeats, min_seconds=args.min_seconds)
-                work = v.size * batch
+                work = layer.values.size * batch
                 ratio = t["serial"].median / t["parallel"].median
                 rows.append({"in": n_in, "out": n_out, "sparsity": sparsity, "batch": batch,
                              "work": work, "speedup": ratio})
@@ -362,14 +449,14 @@ def format_row(cell):
         return f"{s[name]['median'] / c:.2f}x" if name in s else "-"
     return (f"| {cell['in']}->{cell['out']} | {cell['sparsity']} | {cell['k']} | "
             f"{cell['batch']} | {cell['threads']} | {cell['regime']} | {t('condensed')} | "
-            f"{t('dense')} | {t('scipy_csr')} | {t('numba_csr')} | {t('numba_csr_i32')} | "
+            f"{t('dense')} | {t('scipy_csr')} | {t('numba_csr')} | {t('numba_csr_scalar')} | "
             f"{t('condensed_c')} | {r('dense')} | {r('scipy_csr')} | {r('numba_csr')} | "
-            f"{r('numba_csr_i32')} |")
+            f"{r('numba_csr_scalar')} |")
 
 
 HEADER = ("| layer in->out | sparsity | k | batch | threads | cache | condensed | dense (BLAS) | "
-          "SciPy CSR | Numba CSR | Numba CSR int32 | condensed, C-order x | dense / cond. | "
-          "SciPy / cond. | Numba CSR / cond. | Numba CSR int32 / cond. |\n|" + "---|" * 16)
+          "SciPy CSR | Numba CSR | Numba CSR scalar | condensed, C-order x | dense / cond. | "
+          "SciPy / cond. | Numba CSR / cond. | Numba CSR scalar / cond. |\n|" + "---|" * 16)
 
 
 def plot(cells, path):

@@ -4,122 +4,221 @@ Every kernel trusts its inputs (validated by ``matmul.py``): C-contiguous arrays
 dtype throughout (float32 or float64), indices in range. Numba does not bounds-check, so a
 bad index here reads or writes arbitrary memory.
 
-Layouts (SPEC section 9): ``values [n, k]``; ``index [n, k_pad]`` unsigned (uint16 when
-``in <= 65536``, else uint32), ``k_pad >= k`` a multiple of 4, columns ``k..k_pad-1`` padding
-that no kernel reads; activations of a batch are feature-major, ``xT [in, B]``, so each
-gathered input is one contiguous row of ``B`` floats.
+Layouts (SPEC section 9):
+
+- row-major (training, backward): ``values [n, k]``; ``index [n, k]`` unsigned (uint16
+  when ``in <= 65536``, else uint32);
+- lanes (``CondensedLinear``'s forward): the rows in blocks of ``LANES`` = 16, each block
+  stored position-major, ``slab_values [n_blocks, k, LANES]`` and ``slab_index [n_blocks, k,
+  LANES]`` (uint16/uint32), so ``slab_values[b, j, l] = values[LANES * b + l, j]``. Rows past
+  ``n`` in the last block are padding (value 0, index 0); a kernel writing ``[n_pad]``
+  computes them, the caller drops them;
+- activations of a batch are feature-major, ``xT [in, B]``, so each gathered input is one
+  contiguous row of ``B`` floats.
 
 Floating point: ``fastmath={"contract"}`` only (a*b+c may become one FMA, which changes
-the last bit, well inside every test tolerance); no reassociation, so each kernel sums in
-the order written here. The serial and parallel builds inline the same per-row helper
-(``inline="always"``: calling it instead cost 11-35%), hence agree bit for bit (tested).
-Different kernels (batch 1 vs batched) sum in different orders and agree to rounding.
+the last bit, well inside every test tolerance); no reassociation, so every row is summed
+in the order ``j = 0, 1, ..., k - 1`` unless a docstring says otherwise. Serial and parallel
+builds inline the same per-row or per-block code, hence agree bit for bit (tested).
 
 Measured on the development machine (AMD EPYC Zen 4, 1 thread; bench/README.md):
 
-- batch 1: the floor is two floating-point loads per nonzero (its value and the gathered
-  ``x``; Zen 4 feeds at most two loads per cycle to the FP unit) and the index arithmetic.
-  Reading the uint16 indices four at a time as one uint64 word and splitting it with
-  shifts cuts the index loads to a quarter: ~1.1 cycles per nonzero vs ~1.25 with one
-  index load per nonzero and ~1.3 with ``vgatherdps`` (micro-coded on Zen 4). Four
-  partial sums break the add dependency chain.
+- batch 1 (``_lanes_dot``): the 16 rows of a block advance in lockstep, one position ``j``
+  a step: one vector load of 16 values, 16 scalar loads of the gathered ``x`` assembled
+  into a vector, one vector multiply-add. Plain Numba code of this shape compiles to 16
+  scalar FMAs with two floating-point loads each (~1.1 cycles per nonzero); the vector form
+  (written as LLVM IR, ``_lanes_dot``) takes ~0.7. The indices are read four (uint16) or
+  two (uint32) per 64-bit integer load and split with shifts: extracting them from a vector
+  register instead costs a slow vector-to-integer move each (measured 2x slower). No
+  horizontal sum and no remainder loop: constant fan-in makes the rows of a block equally
+  long. ``vgatherdps`` (micro-coded on Zen 4) was slower than the scalar loads.
 - batched: four nonzeros per pass over the ``B`` lanes (one load and one store of the
   output row per four FMAs; the loop vectorises over contiguous rows).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 FASTMATH = {"contract"}
+LANES = 16                       # rows per block of the lanes layout (one 64 B line of f32)
+
+
+def gather_vector(builder, x_ptr, index_ptr, fty, bits):
+    """LLVM IR (code generation helper, not a kernel): the vector
+    ``<LANES x fty> [x[index[0]], ..., x[index[LANES - 1]]]``.
+
+    ``index_ptr`` points at ``LANES`` unsigned ``bits``-bit indices (16 or 32), read
+    ``64 // bits`` at a time as one 64-bit integer load (unaligned loads are fine on x86 and
+    AArch64) and split with shifts; each ``x`` is a scalar load inserted into its lane.
+    """
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    per_word = 64 // bits                                  # indices per 64-bit load
+    words = builder.bitcast(index_ptr, i64.as_pointer())
+    vector = ir.Constant(ir.VectorType(fty, LANES), ir.Undefined)
+    for q in range(LANES // per_word):
+        word = builder.load(builder.gep(words, [ir.Constant(i64, q)]), align=bits // 8)
+        for lane in range(per_word):
+            shift = bits * (lane if np.little_endian else per_word - 1 - lane)
+            col = builder.and_(builder.lshr(word, ir.Constant(i64, shift)),
+                               ir.Constant(i64, (1 << bits) - 1))
+            xv = builder.load(builder.gep(x_ptr, [col]), align=fty_bytes(fty))
+            vector = builder.insert_element(vector, xv, ir.Constant(i32, per_word * q + lane))
+    return vector
+
+
+def fty_bytes(fty) -> int:
+    """Bytes of the LLVM float type ``fty`` (float or double)."""
+    return 8 if isinstance(fty, ir.DoubleType) else 4
+
+
+@intrinsic
+def _lanes_dot(typingctx, x, values, index, offset, k, out, out_offset):
+    """One block of the lanes layout: for ``l < LANES``,
+    ``out[out_offset + l] = sum_{j < k} values[offset + LANES j + l] * x[index[offset + LANES j + l]]``.
+
+    x : [in] float; values : flat float slab; index : flat uint16/uint32 slab (``offset``
+    a multiple of ``LANES``); out : [>= out_offset + LANES] float, one dtype throughout.
+    Summed in order ``j = 0 .. k-1`` from +0.0 with ``llvm.fmuladd`` (fused where the CPU
+    has FMA, like ``contract``); ``k == 0`` writes zeros. No bounds checks.
+    """
+    arrays = (x, values, index, out)
+    if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                for a in arrays)
+            and x.dtype == values.dtype == out.dtype and x.dtype in (types.float32,
+                                                                       types.float64)
+            and index.dtype in (types.uint16, types.uint32)):
+        return None
+    sig = types.void(x, values, index, types.intp, types.intp, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xa, va, ia, off, kk, oa, ooff = args
+        x_ptr = context.make_array(x)(context, builder, xa).data
+        v_ptr = builder.gep(context.make_array(values)(context, builder, va).data, [off])
+        i_ptr = builder.gep(context.make_array(index)(context, builder, ia).data, [off])
+        o_ptr = builder.gep(context.make_array(out)(context, builder, oa).data, [ooff])
+        i64 = ir.IntType(64)
+        fty = context.get_value_type(x.dtype)
+        size = fty_bytes(fty)
+        vty = ir.VectorType(fty, LANES)
+        bits = index.dtype.bitwidth
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+            f"llvm.fmuladd.v{LANES}f{x.dtype.bitwidth}")
+        zero = ir.Constant(vty, [0.0] * LANES)
+        entry = builder.block
+        loop = builder.append_basic_block("lanes_dot.loop")
+        done = builder.append_basic_block("lanes_dot.done")
+        builder.cbranch(builder.icmp_signed(">", kk, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        j = builder.phi(i64)
+        acc = builder.phi(vty)
+        start = builder.mul(j, ir.Constant(i64, LANES))
+        v = builder.load(builder.bitcast(builder.gep(v_ptr, [start]), vty.as_pointer()),
+                         align=size)
+        gathered = gather_vector(builder, x_ptr, builder.gep(i_ptr, [start]), fty, bits)
+        acc_next = builder.call(fmuladd, [v, gathered, acc])
+        j_next = builder.add(j, ir.Constant(i64, 1))
+        j.add_incoming(ir.Constant(i64, 0), entry)
+        j.add_incoming(j_next, loop)
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(acc_next, loop)
+        builder.cbranch(builder.icmp_signed("<", j_next, kk), loop, done)
+
+        builder.position_at_end(done)
+        total = builder.phi(vty)
+        total.add_incoming(zero, entry)
+        total.add_incoming(acc_next, loop)
+        builder.store(total, builder.bitcast(o_ptr, vty.as_pointer()), align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _dot_packed16(x, values, words, r, k):
-    """``sum_j values[r, j] * x[index[r, j]]``, reading four uint16 indices per uint64 word.
-
-    ``words[r, q]`` holds ``index[r, 4q .. 4q+3]`` in its 16-bit lanes, lowest first
-    (little-endian view of the uint16 index). Four partial sums, combined pairwise.
-    """
-    s0 = s1 = s2 = s3 = values.dtype.type(0)
-    k8 = k - k % 8
-    for j in range(0, k8, 8):
-        w = words[r, j >> 2]            # indices j .. j+3
-        u = words[r, (j >> 2) + 1]      # indices j+4 .. j+7
-        s0 += values[r, j] * x[w & 0xFFFF]
-        s1 += values[r, j + 1] * x[(w >> 16) & 0xFFFF]
-        s2 += values[r, j + 2] * x[(w >> 32) & 0xFFFF]
-        s3 += values[r, j + 3] * x[w >> 48]
-        s0 += values[r, j + 4] * x[u & 0xFFFF]
-        s1 += values[r, j + 5] * x[(u >> 16) & 0xFFFF]
-        s2 += values[r, j + 6] * x[(u >> 32) & 0xFFFF]
-        s3 += values[r, j + 7] * x[u >> 48]
-    for j in range(k8, k):
-        s0 += values[r, j] * x[(words[r, j >> 2] >> np.uint64(16 * (j & 3))) & 0xFFFF]
-    return (s0 + s1) + (s2 + s3)
+def _block_matvec(x, flat_values, flat_index, bias, y, b, k):
+    """Block ``b``: ``y[r] = bias[r] + sum_j ...`` for its ``LANES`` rows ``r`` (padded)."""
+    r0 = b * LANES
+    _lanes_dot(x, flat_values, flat_index, r0 * k, k, y, r0)
+    for r in range(r0, r0 + LANES):
+        y[r] += bias[r]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def matvec_packed16(x, values, words, bias, y):
-    """Batch 1: ``y[r] = bias[r] + sum_j values[r, j] * x[index[r, j]]``, serial.
+def matvec_lanes(x, slab_values, slab_index, bias, y):
+    """Batch 1: ``y[r] = sum_j values[r, j] * x[index[r, j]] + bias[r]``, serial.
 
-    x : [in]; values : [n, k]; words : [n, k_pad // 4] uint64 (uint16 index viewed as
-    uint64); bias, y : [n]. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
+    x : [in]; slab_values : [n_blocks, k, LANES]; slab_index : [n_blocks, k, LANES]
+    uint16/uint32; bias, y : [n_blocks * LANES] (padded; ``y`` written). Slow twin:
+    ``tests/condensed/naive_condensed.py::forward``.
     """
-    k = values.shape[1]
-    for r in range(values.shape[0]):
-        y[r] = _dot_packed16(x, values, words, r, k) + bias[r]
+    k = slab_values.shape[1]
+    flat_values, flat_index = slab_values.reshape(-1), slab_index.reshape(-1)
+    for b in range(slab_values.shape[0]):
+        _block_matvec(x, flat_values, flat_index, bias, y, b, k)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
-def matvec_packed16_parallel(x, values, words, bias, y):
-    """``matvec_packed16`` with the rows split across threads (same per-row code)."""
-    k = values.shape[1]
-    for r in prange(values.shape[0]):
-        y[r] = _dot_packed16(x, values, words, r, k) + bias[r]
+def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
+    """``matvec_lanes`` with the blocks split across threads (same per-block code)."""
+    k = slab_values.shape[1]
+    flat_values, flat_index = slab_values.reshape(-1), slab_index.reshape(-1)
+    for b in prange(slab_values.shape[0]):
+        _block_matvec(x, flat_values, flat_index, bias, y, b, k)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _row_matmat(xT, values, index, bias_r, r, yr):
-    """``yr[:] = bias_r + sum_j values[r, j] * xT[index[r, j], :]``, four nonzeros a pass."""
-    k = values.shape[1]
+def _row_matmat(xT, values_r, index_r, bias_r, yr):
+    """``yr[:] = bias_r + sum_j values_r[j] * xT[index_r[j], :]``, four nonzeros a pass.
+
+    values_r : [k], index_r : [>= k], one row of either layout (a strided view of a lanes
+    block, or a row of the row-major one); yr : [B].
+    """
+    k = values_r.shape[0]
     for t in range(yr.shape[0]):
         yr[t] = bias_r
     k4 = k - k % 4
     for j in range(0, k4, 4):
-        x0 = xT[index[r, j]]            # [B] contiguous rows of the gathered inputs
-        x1 = xT[index[r, j + 1]]
-        x2 = xT[index[r, j + 2]]
-        x3 = xT[index[r, j + 3]]
-        v0 = values[r, j]
-        v1 = values[r, j + 1]
-        v2 = values[r, j + 2]
-        v3 = values[r, j + 3]
+        x0 = xT[index_r[j]]             # [B] contiguous rows of the gathered inputs
+        x1 = xT[index_r[j + 1]]
+        x2 = xT[index_r[j + 2]]
+        x3 = xT[index_r[j + 3]]
+        v0 = values_r[j]
+        v1 = values_r[j + 1]
+        v2 = values_r[j + 2]
+        v3 = values_r[j + 3]
         for t in range(yr.shape[0]):
             yr[t] = yr[t] + v0 * x0[t] + v1 * x1[t] + v2 * x2[t] + v3 * x3[t]
     for j in range(k4, k):
-        xj = xT[index[r, j]]
-        vj = values[r, j]
+        xj = xT[index_r[j]]
+        vj = values_r[j]
         for t in range(yr.shape[0]):
             yr[t] += vj * xj[t]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def matmat(xT, values, index, bias, yT):
+def matmat_lanes(xT, slab_values, slab_index, bias, yT):
     """Batched, feature-major: ``yT[r, b] = bias[r] + sum_j values[r, j] * xT[index[r, j], b]``.
 
-    xT : [in, B]; values : [n, k]; index : [n, k_pad] uint16/uint32; bias : [n];
-    yT : [n, B] (written). Serial. Slow twin: ``naive_condensed.forward``.
+    xT : [in, B]; slab_values, slab_index : [n_blocks, k, LANES] (lanes layout); bias :
+    [>= n]; yT : [n, B] (written; padding rows skipped). Serial. Slow twin:
+    ``naive_condensed.forward``.
     """
-    for r in range(values.shape[0]):
-        _row_matmat(xT, values, index, bias[r], r, yT[r])
+    for r in range(yT.shape[0]):
+        b, lane = divmod(r, LANES)
+        _row_matmat(xT, slab_values[b, :, lane], slab_index[b, :, lane], bias[r], yT[r])
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
-def matmat_parallel(xT, values, index, bias, yT):
-    """``matmat`` with the rows split across threads (same per-row code)."""
-    for r in prange(values.shape[0]):
-        _row_matmat(xT, values, index, bias[r], r, yT[r])
+def matmat_lanes_parallel(xT, slab_values, slab_index, bias, yT):
+    """``matmat_lanes`` with the rows split across threads (same per-row code)."""
+    for r in prange(yT.shape[0]):
+        b, lane = divmod(np.int64(r), LANES)   # a prange index may be unsigned
+        _row_matmat(xT, slab_values[b, :, lane], slab_index[b, :, lane], bias[r], yT[r])
 
 
 @njit(cache=True)
@@ -141,7 +240,7 @@ def transpose(x, xT):
 def backward_dx(dyT, values, index, dxT):
     """Input gradient, scattered: ``dxT[index[r, j], :] += values[r, j] * dyT[r, :]``.
 
-    dyT : [n, B]; values : [n, k]; index : [n, k_pad]; dxT : [in, B], zeroed by the caller.
+    dyT : [n, B]; values : [n, k]; index : [n, k]; dxT : [in, B], zeroed by the caller.
     Serial (rows scatter into shared inputs). Slow twin: ``naive_condensed.backward``.
     """
     k = values.shape[1]
@@ -158,7 +257,7 @@ def backward_dx(dyT, values, index, dxT):
 def backward_dvalues(dyT, xT, index, dvalues):
     """Value gradient: ``dvalues[r, j] = sum_b dyT[r, b] * xT[index[r, j], b]``.
 
-    dyT : [n, B]; xT : [in, B]; index : [n, k_pad]; dvalues : [n, k] (written).
+    dyT : [n, B]; xT : [in, B]; index : [n, k]; dvalues : [n, k] (written).
     Slow twin: ``naive_condensed.backward``.
     """
     for r in range(dvalues.shape[0]):
@@ -206,14 +305,14 @@ def matmat_rows(xT, values, index, rows, bias, yT):
     """Full-width batched forward: ``yT[o] = bias[o]`` for every neuron ``o``, and for the
     active ones ``yT[rows[r], b] = bias[rows[r]] + sum_j values[r, j] * xT[index[r, j], b]``.
 
-    xT : [in, B]; values : [n_active, k]; index : [n_active, k_pad] uint16/uint32;
+    xT : [in, B]; values : [n_active, k]; index : [n_active, k] uint16/uint32;
     rows : [n_active] int64, ascending, in [0, out); bias : [out]; yT : [out, B] (written).
     Slow twin: ``tests/test_condensed_training.py::naive_forward``.
     """
     for o in range(yT.shape[0]):
         _fill_bias_rows(bias, yT, o)
     for r in range(values.shape[0]):
-        _row_matmat(xT, values, index, bias[rows[r]], r, yT[rows[r]])
+        _row_matmat(xT, values[r], index[r], bias[rows[r]], yT[rows[r]])
 
 
 @njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH, inline="always")
@@ -241,7 +340,7 @@ def _row_backward(dyT, xT, values, index, rows, r, dxT, dvalues, need_dx):
 def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
     """Backward of ``matmat_rows`` (without the bias gradient), serial.
 
-    dyT : [out, B]; xT : [in, B]; values : [n_active, k]; index : [n_active, k_pad];
+    dyT : [out, B]; xT : [in, B]; values : [n_active, k]; index : [n_active, k];
     rows : [n_active]; dxT : [in, B], zeroed by the caller (untouched when ``need_dx`` is
     False); dvalues : [n_active, k] (written); need_dx : bool. Rows of ``dyT`` of ablated
     neurons are never read. Slow twin: ``tests/test_condensed_training.py::naive_backward``.
@@ -251,37 +350,37 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def mlp_matvec_packed16(x, params, words, layout, buf):
+def mlp_matvec_lanes(x, params, index, layout, buf):
     """A whole chain of linear layers at batch 1, in one call (``condensed/model.py``).
 
     x : [n_in] float32, the input; params : float32, every layer's weights and biases
-    flattened; words : uint64, every condensed layer's uint16 index ``[n, k_pad]`` viewed
-    as uint64 ``[n, k_pad // 4]`` and flattened; buf : float32 scratch holding the input
-    (at 0) and every layer's output; layout : int64 [n_layers, 10], per layer
-    ``kind`` (0 condensed, 1 dense), ``n`` (outputs), ``k`` (condensed: fan-in; dense:
-    inputs), ``kq`` (uint64 words per index row), offsets of the values / dense weight
-    ``[n, k]`` in ``params``, of the index in ``words``, of the bias in ``params``, ``relu``
-    (0/1), and the offsets of the layer's input and output in ``buf``.
+    flattened; index : uint16 or uint32, every condensed layer's ``slab_index`` flattened;
+    buf : float32 scratch holding the input (at 0) and every layer's output; layout : int64
+    [n_layers, 10], per layer ``kind`` (0 condensed, 1 dense), ``n`` (outputs), ``k``
+    (condensed: fan-in; dense: inputs), ``n_blocks`` (condensed: lanes blocks, whose
+    ``LANES * n_blocks`` padded outputs the layer's space in ``buf`` and its bias hold),
+    the offsets of the slab values / dense weight ``[n, k]`` in ``params``, of the slab
+    index in ``index``, of the bias in ``params``, ``relu`` (0/1), and the offsets of the
+    layer's input and output in ``buf``.
 
-    Condensed rows use ``_dot_packed16`` (bit for bit ``matvec_packed16``); dense rows sum
+    Condensed blocks run ``_block_matvec`` (bit for bit ``matvec_lanes``); dense rows sum
     in four partial sums. Slow twin: ``naive_condensed.forward`` layer by layer, relu
     between (``tests/condensed/test_model.py``).
     """
     zero = params.dtype.type(0)
     buf[:x.shape[0]] = x
     for li in range(layout.shape[0]):
-        kind, n, k, kq = layout[li, 0], layout[li, 1], layout[li, 2], layout[li, 3]
+        kind, n, k, n_blocks = layout[li, 0], layout[li, 1], layout[li, 2], layout[li, 3]
         vo, wo, bo, relu = layout[li, 4], layout[li, 5], layout[li, 6], layout[li, 7]
         io, oo = layout[li, 8], layout[li, 9]
         if kind == 0:
-            xin = buf[io:]
-            values = params[vo:vo + n * k].reshape(n, k)
-            index = words[wo:wo + n * kq].reshape(n, kq)
-            for r in range(n):
-                s = _dot_packed16(xin, values, index, r, k) + params[bo + r]
-                if relu != 0 and s < zero:
-                    s = zero
-                buf[oo + r] = s
+            n_pad = n_blocks * LANES
+            xin, y = buf[io:], buf[oo:oo + n_pad]
+            flat_values = params[vo:vo + n_pad * k]
+            flat_index = index[wo:wo + n_pad * k]
+            bias = params[bo:bo + n_pad]
+            for b in range(n_blocks):
+                _block_matvec(xin, flat_values, flat_index, bias, y, b, k)
         else:
             for r in range(n):
                 w0 = vo + r * k
@@ -294,7 +393,8 @@ def mlp_matvec_packed16(x, params, words, layout, buf):
                     s3 += params[w0 + j + 3] * buf[io + j + 3]
                 for j in range(k4, k):
                     s0 += params[w0 + j] * buf[io + j]
-                s = (s0 + s1) + (s2 + s3) + params[bo + r]
-                if relu != 0 and s < zero:
-                    s = zero
-                buf[oo + r] = s
+                buf[oo + r] = (s0 + s1) + (s2 + s3) + params[bo + r]
+        if relu != 0:
+            for r in range(oo, oo + n):
+                if buf[r] < zero:
+                    buf[r] = zero

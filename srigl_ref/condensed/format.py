@@ -42,19 +42,21 @@ class CondensedLinear:
 
     Notes
     -----
-    Internally the indices are also kept as the narrowest unsigned type that fits
-    (``matmul.index_dtype``: uint16 when ``in <= 65536``), the form the kernels read.
+    Internally the layer is also kept in the forward kernels' lanes layout
+    (``matmul.lanes_layout``: rows in blocks of 16, position-major within a block, so 16
+    rows advance in lockstep; rows padded to a multiple of 16) with the indices as the
+    narrowest unsigned type that fits (``matmul.index_dtype``: uint16 when
+    ``in <= 65536``). That copy is what a call reads; it holds the values a second time.
     """
     values: np.ndarray       # [n_active, k] float32
     indices: np.ndarray      # [n_active, k] int32, ascending per row
     active_rows: np.ndarray  # [n_active] int64, ascending
     bias: np.ndarray         # [n_active] float32
     shape: tuple
-    # What the kernels read: writable arrays behind the read-only public views (one
-    # compiled kernel serves both this class and condensed_matmul).
-    _values: np.ndarray = field(init=False, repr=False)  # [n_active, k] float32
-    _index: np.ndarray = field(init=False, repr=False)   # [n_active, k_pad] uint16/uint32
-    _bias: np.ndarray = field(init=False, repr=False)    # [n_active] float32
+    # What the kernels read (matmul.lanes_layout), n_blocks = ceil(n_active / 16).
+    _slab_values: np.ndarray = field(init=False, repr=False)  # [n_blocks, k, 16] float32
+    _slab_index: np.ndarray = field(init=False, repr=False)   # [n_blocks, k, 16] uint16/32
+    _bias: np.ndarray = field(init=False, repr=False)         # [16 n_blocks] float32
 
     def __post_init__(self):
         shape = check_shape("shape", self.shape)
@@ -72,12 +74,13 @@ class CondensedLinear:
         matmul.check_index_range("indices", self.indices, in_features,
                                  f"in_features == {in_features}")
         matmul.check_index_range("active_rows", self.active_rows, out, f"out == {out}")
+        slab_values, slab_index = matmul.lanes_layout(values, indices, in_features)
         for name, value in (("shape", shape), ("values", _read_only(values)),
                             ("indices", _read_only(indices)),
                             ("active_rows", _read_only(active_rows)),
-                            ("bias", _read_only(bias)), ("_values", values),
-                            ("_index", matmul.narrow_index(indices, in_features)),
-                            ("_bias", bias)):
+                            ("bias", _read_only(bias)), ("_slab_values", slab_values),
+                            ("_slab_index", slab_index),
+                            ("_bias", matmul.padded_rows(bias))):
             object.__setattr__(self, name, value)
 
     @property
@@ -102,7 +105,7 @@ class CondensedLinear:
 
     def __repr__(self) -> str:
         return (f"CondensedLinear(shape={self.shape}, k={self.k}, n_active={self.n_active}, "
-                f"index_dtype={self._index.dtype})")
+                f"index_dtype={self._slab_index.dtype})")
 
     def check(self) -> None:
         """The full checks: sorted, distinct indices and rows; finite values and bias.
@@ -149,7 +152,8 @@ class CondensedLinear:
         y : ndarray of shape (B, n_active) (F-contiguous) or (n_active,), float32
         """
         x = matmul.check_activations("x", x, self.in_features).astype(np.float32, copy=False)
-        return matmul.forward(x, self._values, self._index, self._bias)
+        return matmul.forward(x, self._slab_values, self._slab_index, self._bias,
+                              self.n_active)
 
 
 def _checked_copy(name, a, dtype, ndim, *, like=None, length=None) -> np.ndarray:

@@ -3,7 +3,7 @@
 SPEC section 9: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]] (+ bias[r])``.
 ``condensed_matmul`` and ``condensed_matmul_backward`` are the public raw operations (no
 bias, any float dtype); ``CondensedLinear`` (``format.py``) calls ``forward`` directly with
-its pre-validated internal index.
+its pre-validated arrays in the kernels' lanes layout (``lanes_layout``).
 
 Activations. A 1-D ``x [in]`` (or ``B == 1``) runs the batch-1 kernel. A batch runs
 feature-major, on ``xT [in, B]``; the result is returned as ``yT.T``, an F-contiguous
@@ -16,12 +16,11 @@ Unlike a masked dense product, a NaN in an input column that no row reads stays 
 """
 from __future__ import annotations
 
-import sys
-
 import numba
 import numpy as np
 
 from . import _kernels
+from ._kernels import LANES
 
 # Below this many multiply-adds (nonzeros x batch) one thread is faster. Measured with
 # `bench/condensed_matmul.py --threshold` on 2 idle cores (Zen 4): 2 threads win from ~2e4
@@ -29,8 +28,6 @@ from . import _kernels
 # keep the cores busy, a parallel region can wait milliseconds for its second thread: run
 # with NUMBA_NUM_THREADS=1 (or numba.set_num_threads(1)) on a shared machine.
 PARALLEL_MIN_WORK = 1 << 16
-
-_PACKED_INDEX = sys.byteorder == "little"   # the uint64 view of a uint16 index is lane 0 first
 
 
 def index_dtype(in_features: int) -> np.dtype:
@@ -43,7 +40,8 @@ def index_dtype(in_features: int) -> np.dtype:
 
 
 def narrow_index(indices: np.ndarray, in_features: int) -> np.ndarray:
-    """The kernels' index: ``indices`` cast to ``index_dtype(in_features)``, rows zero-padded.
+    """The row-major kernels' index (training, backward): ``indices`` as
+    ``index_dtype(in_features)``.
 
     Parameters
     ----------
@@ -52,14 +50,44 @@ def narrow_index(indices: np.ndarray, in_features: int) -> np.ndarray:
 
     Returns
     -------
-    index : ndarray of shape (n, k_pad), uint16 or uint32, C-contiguous
-        ``k_pad`` is ``k`` rounded up to a multiple of 4 (so a uint16 row is a whole number
-        of uint64 words); the padding columns are 0 and never read.
+    index : ndarray of shape (n, k), uint16 or uint32, C-contiguous
     """
-    n, k = indices.shape
-    index = np.zeros((n, -(-k // 4) * 4), dtype=index_dtype(in_features))
-    index[:, :k] = indices
-    return index
+    return np.ascontiguousarray(indices, dtype=index_dtype(in_features))
+
+
+def lanes_layout(values: np.ndarray, indices: np.ndarray,
+                 in_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """The forward kernels' layout of a condensed layer: rows in blocks of ``LANES``.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n, k), float32 or float64
+    indices : ndarray of shape (n, k), integer, each entry in ``[0, in_features)``
+    in_features : int
+
+    Returns
+    -------
+    slab_values : ndarray of shape (n_blocks, k, LANES), dtype of ``values``
+        ``slab_values[b, j, l] = values[LANES * b + l, j]``; ``n_blocks = ceil(n / LANES)``,
+        the rows past ``n`` are padding with value 0.
+    slab_index : ndarray of shape (n_blocks, k, LANES), ``index_dtype(in_features)``
+        The indices laid out alike; padding rows read input 0.
+    """
+    n, k = values.shape
+    n_blocks = -(-n // LANES)
+    out = []
+    for a, dtype in ((values, values.dtype), (indices, index_dtype(in_features))):
+        padded = np.zeros((n_blocks * LANES, k), dtype=dtype)       # [n_pad, k]
+        padded[:n] = a
+        out.append(np.ascontiguousarray(padded.reshape(n_blocks, LANES, k).transpose(0, 2, 1)))
+    return out[0], out[1]
+
+
+def padded_rows(a: np.ndarray) -> np.ndarray:
+    """``a [n]`` zero-padded to ``[LANES * ceil(n / LANES)]`` (a bias in the lanes layout)."""
+    out = np.zeros(-(-a.shape[0] // LANES) * LANES, dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
 
 
 def check_activations(name: str, x, in_features: int | None) -> np.ndarray:
@@ -88,36 +116,36 @@ def check_activations(name: str, x, in_features: int | None) -> np.ndarray:
     return x
 
 
-def forward(x: np.ndarray, values: np.ndarray, index: np.ndarray,
-            bias: np.ndarray) -> np.ndarray:
+def forward(x: np.ndarray, slab_values: np.ndarray, slab_index: np.ndarray,
+            bias: np.ndarray, n: int) -> np.ndarray:
     """Trusted forward: ``y = x @ W.T + bias`` on validated arrays (no checks here).
 
     Parameters
     ----------
-    x : ndarray of shape (B, in) or (in,), any layout, same dtype as ``values``
-    values : ndarray of shape (n, k), float32 or float64, C-contiguous
-    index : ndarray of shape (n, k_pad), from ``narrow_index``
-    bias : ndarray of shape (n,), dtype of ``values``
+    x : ndarray of shape (B, in) or (in,), any layout, same dtype as ``slab_values``
+    slab_values, slab_index : ndarray of shape (n_blocks, k, LANES), from ``lanes_layout``
+    bias : ndarray of shape (LANES * n_blocks,), dtype of ``slab_values`` (``padded_rows``)
+    n : int
+        Rows of the layer (``<= LANES * n_blocks``).
 
     Returns
     -------
-    y : ndarray of shape (B, n) (F-contiguous) or (n,), dtype of ``values``
+    y : ndarray of shape (B, n) (F-contiguous) or (n,), dtype of ``slab_values``
     """
     if x.ndim == 2 and x.shape[0] == 1:
-        return forward(x[0], values, index, bias)[None, :]
-    n = values.shape[0]
-    work = values.size * (x.shape[0] if x.ndim == 2 else 1)
+        return forward(x[0], slab_values, slab_index, bias, n)[None, :]
+    work = n * slab_values.shape[1] * (x.shape[0] if x.ndim == 2 else 1)
     parallel = work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
-    if x.ndim == 1 and index.dtype == np.uint16 and _PACKED_INDEX:
-        y = np.empty(n, dtype=values.dtype)                          # [n]
-        kernel = _kernels.matvec_packed16_parallel if parallel else _kernels.matvec_packed16
-        kernel(np.ascontiguousarray(x), values, index.view(np.uint64), bias, y)
-        return y
+    if x.ndim == 1:
+        y = np.empty(bias.shape[0], dtype=slab_values.dtype)         # [n_pad]
+        kernel = _kernels.matvec_lanes_parallel if parallel else _kernels.matvec_lanes
+        kernel(np.ascontiguousarray(x), slab_values, slab_index, bias, y)
+        return y[:n]
     xT = feature_major(x)                                            # [in, B]
-    yT = np.empty((n, xT.shape[1]), dtype=values.dtype)              # [n, B]
-    kernel = _kernels.matmat_parallel if parallel else _kernels.matmat
-    kernel(xT, values, index, bias, yT)
-    return yT.T if x.ndim == 2 else yT[:, 0]
+    yT = np.empty((n, xT.shape[1]), dtype=slab_values.dtype)         # [n, B]
+    kernel = _kernels.matmat_lanes_parallel if parallel else _kernels.matmat_lanes
+    kernel(xT, slab_values, slab_index, bias, yT)
+    return yT.T
 
 
 def feature_major(x: np.ndarray) -> np.ndarray:
@@ -135,7 +163,7 @@ def feature_major(x: np.ndarray) -> np.ndarray:
 
 
 def _check_operands(x, values, indices, dtypes=()):
-    """Shared checks of the raw operations; returns ``(x, values, index, dtype)``."""
+    """Shared checks of the raw operations; returns ``(x, values, dtype)`` (converted)."""
     if not isinstance(values, np.ndarray):
         raise TypeError(f"values must be a numpy.ndarray, got {type(values).__name__}")
     if values.dtype not in (np.float32, np.float64):
@@ -153,8 +181,7 @@ def _check_operands(x, values, indices, dtypes=()):
     in_features = x.shape[-1]
     check_index_range("indices", indices, in_features, f"x.shape[-1] == {in_features}")
     dtype = np.result_type(x.dtype, values.dtype, *dtypes)
-    values = np.ascontiguousarray(values, dtype=dtype)
-    return x.astype(dtype, copy=False), values, narrow_index(indices, in_features), dtype
+    return x.astype(dtype, copy=False), np.ascontiguousarray(values, dtype=dtype), dtype
 
 
 def check_index_range(name: str, indices: np.ndarray, size: int, what: str) -> None:
@@ -191,8 +218,10 @@ def condensed_matmul(x, values, indices):
     ValueError
         shapes disagree, or an index is out of range (the message names the entry).
     """
-    x, values, index, dtype = _check_operands(x, values, indices)
-    return forward(x, values, index, np.zeros(values.shape[0], dtype=dtype))
+    x, values, dtype = _check_operands(x, values, indices)
+    slab_values, slab_index = lanes_layout(values, indices, x.shape[-1])
+    n = values.shape[0]
+    return forward(x, slab_values, slab_index, padded_rows(np.zeros(n, dtype=dtype)), n)
 
 
 def condensed_matmul_backward(dy, x, values, indices):
@@ -224,7 +253,8 @@ def condensed_matmul_backward(dy, x, values, indices):
         raise TypeError(f"dy must be a numpy.ndarray, got {type(dy).__name__}")
     if dy.dtype not in (np.float32, np.float64):
         raise TypeError(f"dy.dtype == {dy.dtype}, must be float32 or float64")
-    x, values, index, dtype = _check_operands(x, values, indices, (dy.dtype,))
+    x, values, dtype = _check_operands(x, values, indices, (dy.dtype,))
+    index = narrow_index(indices, x.shape[-1])                       # [n, k]
     want = (x.shape[0], values.shape[0]) if x.ndim == 2 else (values.shape[0],)
     if dy.shape != want:
         raise ValueError(f"dy.shape == {dy.shape}, must be {want} (batch of x, n_active)")

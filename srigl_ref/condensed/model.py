@@ -26,7 +26,7 @@ ops that compute the same logits as the masked dense ``model.forward(x, train=Fa
 - if the last layer has removed rows, the logits are scattered back to ``n_classes``
   columns, the removed ones holding their constant;
 - a model of linear layers only (the MLP) runs a single example through every layer in
-  one Numba call (``_kernels.mlp_matvec_packed16``): no Python or allocation per layer.
+  one Numba call (``_kernels.mlp_matvec_lanes``): no Python or allocation per layer.
 
 ``CondensedModel`` computes in float32. It is saved as plain arrays plus a JSON ``meta``
 entry (``to_arrays`` / ``write``; ``load_condensed`` validates). Writing a file atomically
@@ -140,7 +140,8 @@ class _LinearOp:
         """``x2 [N, in]`` (any layout) -> ``[N, n_active]`` (bias added)."""
         if self._w is None:
             lay = self.layer
-            return matmul.forward(x2, lay._values, lay._index, lay._bias)
+            return matmul.forward(x2, lay._slab_values, lay._slab_index, lay._bias,
+                                  lay.n_active)
         y = x2 @ self._w.T
         y += self.bias
         return y
@@ -247,50 +248,54 @@ class _FlattenOp:
 
 class _MlpPlan:
     """Batch-1 fast path of a model made of linear ops only (after an optional flatten):
-    every layer in one ``_kernels.mlp_matvec_packed16`` call (no per-layer Python, no
+    every layer in one ``_kernels.mlp_matvec_lanes`` call (no per-layer Python, no
     per-layer allocation). ``None`` from ``build`` when the ops do not qualify (a conv or
-    pool, a uint32 index, a big-endian machine)."""
+    pool, or condensed layers with index dtypes that differ)."""
 
-    def __init__(self, params, words, layout, n_buf, out_offset, n_out):
-        self.params, self.words, self.layout = params, words, layout
+    def __init__(self, params, index, layout, n_buf, out_offset, n_out):
+        self.params, self.index, self.layout = params, index, layout
         self.n_buf, self.out_offset, self.n_out = n_buf, out_offset, n_out
 
     @classmethod
     def build(cls, ops, n_in):
         lin = [op for op in ops if not isinstance(op, _FlattenOp)]
+        index_dtypes = {op.layer._slab_index.dtype for op in lin
+                        if isinstance(op, _LinearOp) and not op.dense}
         if (not lin or not all(isinstance(op, _LinearOp) and op.conv is None for op in lin)
                 or any(isinstance(op, _FlattenOp) for op in ops[1:])
-                or not matmul._PACKED_INDEX
-                or any(not op.dense and op.layer._index.dtype != np.uint16 for op in lin)):
+                or len(index_dtypes) > 1):
             return None
-        params, words, layout = [], [], []
-        n_params = n_words = 0
+        index_dtype = index_dtypes.pop() if index_dtypes else np.dtype(np.uint16)
+        params, index, layout = [], [], []
+        n_params = n_index = 0
         io, oo = 0, n_in                                             # offsets in buf
         for op in lin:
             if op.dense:
-                w, b, kq = op._w, op.bias, 0
-                idx = np.zeros(0, np.uint64)
+                w, b = op._w, op.bias                                # [n, k], [n]
+                n, k = w.shape
+                n_blocks, idx, n_space = 0, np.zeros(0, index_dtype), n
             else:
-                w, b = op.layer._values, op.layer._bias
-                idx = op.layer._index.view(np.uint64).ravel()
-                kq = op.layer._index.shape[1] // 4
-            n, k = w.shape
-            layout.append([int(op.dense), n, k, kq, n_params, n_words, n_params + w.size,
-                           int(op.relu), io, oo])
+                lay = op.layer
+                w, b = lay._slab_values, lay._bias                   # [n_blocks, k, 16]
+                n_blocks, k = w.shape[:2]
+                n, idx, n_space = lay.n_active, lay._slab_index.ravel(), b.size
+            layout.append([int(op.dense), n, k, n_blocks, n_params, n_index,
+                           n_params + w.size, int(op.relu), io, oo])
             params += [w.ravel(), b]
-            words.append(idx)
+            index.append(idx)
             n_params += w.size + b.size
-            n_words += idx.size
-            io, oo = oo, oo + n
+            n_index += idx.size
+            io, oo = oo, oo + n_space
+        n_out = layout[-1][1]
         return cls(np.concatenate(params).astype(np.float32),
-                   np.concatenate(words).astype(np.uint64),
-                   np.array(layout, dtype=np.int64), oo, io, oo - io)
+                   np.concatenate(index).astype(index_dtype),
+                   np.array(layout, dtype=np.int64), oo, io, n_out)
 
     def __call__(self, x):
         """x : [n_in] float32, C-contiguous -> logits [n_out] float32 (a new array)."""
         buf = np.empty(self.n_buf, np.float32)
-        _kernels.mlp_matvec_packed16(x, self.params, self.words, self.layout, buf)
-        return buf[self.out_offset:]
+        _kernels.mlp_matvec_lanes(x, self.params, self.index, self.layout, buf)
+        return buf[self.out_offset:self.out_offset + self.n_out]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -680,7 +685,7 @@ def _condense_layer(model, lname, layer, masks, in_shape, keep, const, relu, con
         lay = condense(w_red, m_pad.reshape(w_red.shape), new_bias)
         op = _LinearOp(wname, relu=relu, layer=lay, conv=geometry, bias_map=bmap)
         fmt = "condensed"
-        bytes_op = lay._values.nbytes + lay._index.nbytes + lay._bias.nbytes
+        bytes_op = lay._slab_values.nbytes + lay._slab_index.nbytes + lay._bias.nbytes
     if bmap is not None:
         bytes_op += bmap.nbytes
     rep = LayerReport(wname, tuple(weight.shape), fmt, per_row if is_dense else k, k_eff,

@@ -101,7 +101,7 @@ class CondensedTrainLinear:
         self.shape = mask.shape
         self.rows = rows
         self.indices = np.nonzero(mask[rows])[1].reshape(rows.size, k).astype(np.int32)
-        self._index = narrow_index(self.indices, mask.shape[1])           # [n_active, k_pad]
+        self._index = narrow_index(self.indices, mask.shape[1])           # [n_active, k]
 
     @property
     def n_active(self) -> int:

@@ -73,36 +73,64 @@ def test_backward_gradcheck_float64(rng, batch):
 
 @st.composite
 def kernel_operands(draw):
-    """float32 operands in the kernels' layout, with ``k`` across the unrolled remainders."""
+    """Operands of the forward kernels: ``n`` across whole and partial blocks of
+    ``K.LANES`` rows, ``k`` across the unrolled remainders, both float and index dtypes."""
     n_in = draw(st.integers(1, 300))
     n = draw(st.integers(1, 40))
     k = draw(st.integers(1, min(n_in, 21)))
     batch = draw(st.integers(1, 40))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    index_dtype = draw(st.sampled_from([np.uint16, np.uint32]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     indices = np.sort(np.array([rng.choice(n_in, k, replace=False) for _ in range(n)]), 1)
-    index = matmul.narrow_index(indices, n_in)
-    values = rng.standard_normal((n, k)).astype(np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
-    xT = rng.standard_normal((n_in, batch)).astype(np.float32)
-    return xT, values, index, bias
+    values = rng.standard_normal((n, k)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    xT = rng.standard_normal((n_in, batch)).astype(dtype)
+    slab_values, slab_index = matmul.lanes_layout(values, indices, n_in)
+    return xT, values, indices, bias, slab_values, slab_index.astype(index_dtype)
 
 
 @given(kernel_operands())
 def test_serial_and_parallel_kernels_agree_bitwise(ops):
-    xT, values, index, bias = ops
+    xT, values, indices, bias, slab_values, slab_index = ops
     n, batch = values.shape[0], xT.shape[1]
-    y1, y2 = np.empty(n, np.float32), np.empty(n, np.float32)
-    K.matvec_packed16(xT[:, 0].copy(), values, index.view(np.uint64), bias, y1)
-    K.matvec_packed16_parallel(xT[:, 0].copy(), values, index.view(np.uint64), bias, y2)
+    bias_pad = matmul.padded_rows(bias)
+    y1, y2 = np.empty_like(bias_pad), np.empty_like(bias_pad)                  # [n_pad]
+    K.matvec_lanes(xT[:, 0].copy(), slab_values, slab_index, bias_pad, y1)
+    K.matvec_lanes_parallel(xT[:, 0].copy(), slab_values, slab_index, bias_pad, y2)
     assert y1.tobytes() == y2.tobytes()
-    ref = naive.forward(xT[:, 0], values, index, bias)
-    np.testing.assert_allclose(y1, ref, rtol=1e-4, atol=1e-5)
-    yT1, yT2 = np.empty((n, batch), np.float32), np.empty((n, batch), np.float32)
-    K.matmat(xT, values, index, bias, yT1)
-    K.matmat_parallel(xT, values, index, bias, yT2)
+    assert (y1[n:] == 0).all()                          # padding rows: value 0, bias 0
+    tol = 1e-5 if values.dtype == np.float32 else 1e-12
+    ref = naive.forward(xT[:, 0], values, indices, bias)
+    np.testing.assert_allclose(y1[:n], ref, rtol=tol, atol=tol)
+    yT1, yT2 = np.empty((n, batch), values.dtype), np.empty((n, batch), values.dtype)
+    K.matmat_lanes(xT, slab_values, slab_index, bias_pad, yT1)
+    K.matmat_lanes_parallel(xT, slab_values, slab_index, bias_pad, yT2)
     assert yT1.tobytes() == yT2.tobytes()
-    np.testing.assert_allclose(yT1.T, naive.forward(xT.T, values, index, bias),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(yT1.T, naive.forward(xT.T, values, indices, bias),
+                               rtol=tol, atol=tol)
+    # The same per-row code on the row-major layout (training's kernel): the lanes layout
+    # moves values, it changes no arithmetic.
+    yT3 = np.empty((n, batch), values.dtype)
+    K.matmat_rows(xT, values, indices.astype(slab_index.dtype), np.arange(n), bias, yT3)
+    assert yT1.tobytes() == yT3.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch1_kernel_sums_each_row_in_order(dtype):
+    """``_lanes_dot`` sums ``j = 0, 1, ..., k-1``: with ``x = 1`` a row ``[1, eps/2, -1]``
+    gives ``((0 + 1) + eps/2) - 1 == 0`` (1 + eps/2 rounds to even, i.e. to 1), while the
+    reversed row gives ``((0 - 1) + eps/2) + 1 == eps/2`` (1 - eps/2 is exact). A kernel
+    summing in another order (reversed, or pairing the ends first) swaps or loses these."""
+    half_eps = np.finfo(dtype).eps / 2
+    n_in, n = 3, 20                                       # two blocks, the second partial
+    indices = np.tile(np.arange(3), (n, 1))
+    x, bias = np.ones(n_in, dtype), np.zeros(2 * K.LANES, dtype)
+    y = np.empty(2 * K.LANES, dtype)
+    for row, want in (([1.0, half_eps, -1.0], 0.0), ([-1.0, half_eps, 1.0], half_eps)):
+        values = np.tile(np.array(row, dtype), (n, 1))
+        K.matvec_lanes(x, *matmul.lanes_layout(values, indices, n_in), bias, y)
+        assert (y[:n] == want).all()
 
 
 def test_forward_dispatches_parallel_above_threshold(rng, monkeypatch):

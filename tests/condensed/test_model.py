@@ -309,7 +309,7 @@ def test_cnn_matches_masked_dense_hypothesis(seed, ablate):
 @given(seed=st.integers(0, 2**32 - 1), ablate=st.sampled_from([0.0, 0.3]),
        dense_last=st.booleans())
 def test_whole_mlp_batch1_kernel_matches_naive(seed, ablate, dense_last):
-    """``_kernels.mlp_matvec_packed16`` (the batch-1 path of an all-linear model) against
+    """``_kernels.mlp_matvec_lanes`` (the batch-1 path of an all-linear model) against
     ``naive_condensed.forward`` layer by layer in float64, and against the per-layer path."""
     model, masks, rng = masked_model("mlp", seed, ablate=ablate, dense_last=dense_last)
     cmodel = condense_model(model, masks)
