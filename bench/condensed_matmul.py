@@ -148,8 +148,9 @@ FM = {"contract"}
 @intrinsic
 def csr_row_dot_vector(typingctx, x, data, indices, start, m):
     """``sum_{p < m - m % LANES} data[start + p] * x[indices[start + p]]``: ``LANES``
-    nonzeros a step into one vector (``_kernels.gather_vector``, as the condensed kernel),
-    then a horizontal sum. x, data : 1-D C float32; indices : 1-D C uint16/uint32."""
+    nonzeros a step into one vector (``_kernels.gather_vector``, and the same prefetch of
+    the values ``PREFETCH_STEPS`` ahead, as the condensed kernel), then a horizontal sum.
+    x, data : 1-D C float32; indices : 1-D C uint16/uint32."""
     if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
                 for a in (x, data, indices))
             and x.dtype == data.dtype == types.float32
@@ -167,6 +168,10 @@ def csr_row_dot_vector(typingctx, x, data, indices, start, m):
         n_steps = builder.sdiv(m, ir.Constant(i64, K.LANES))
         fmuladd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fmuladd.v{K.LANES}f32")
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
         zero = ir.Constant(vty, [0.0] * K.LANES)
         entry = builder.block
         loop = builder.append_basic_block("csr_dot.loop")
@@ -176,6 +181,8 @@ def csr_row_dot_vector(typingctx, x, data, indices, start, m):
         q = builder.phi(i64)
         acc = builder.phi(vty)
         p = builder.mul(q, ir.Constant(i64, K.LANES))
+        ahead = builder.gep(d_ptr, [builder.add(p, ir.Constant(i64, K.LANES * K.PREFETCH_STEPS))])
+        builder.call(prefetch, [builder.bitcast(ahead, i8p), *(ir.Constant(i32, c) for c in (0, 3, 1))])
         v = builder.load(builder.bitcast(builder.gep(d_ptr, [p]), vty.as_pointer()), align=4)
         gathered = K.gather_vector(builder, x_ptr, builder.gep(i_ptr, [p]), f32,
                                    indices.dtype.bitwidth)
