@@ -29,6 +29,7 @@ JSON with ``--json``, a PNG with ``--plot`` when matplotlib is importable.
     python bench/condensed_matmul.py --quick                  # CI smoke run
     python bench/condensed_matmul.py --shapes 3072x768 --sparsities 0.9 --batches 1 256
     python bench/condensed_matmul.py --threshold              # serial vs parallel crossover
+    python bench/condensed_matmul.py --small-batch            # per-example vs feature-major
 """
 from __future__ import annotations
 
@@ -80,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="CI smoke run: 768x768, s=0.9, batches 1 and 16, 1 thread, "
                         "hot, 3 repeats")
+    p.add_argument("--small-batch", action="store_true",
+                   help="measure the batch-1 kernel once per example vs the feature-major "
+                        "kernel (1 thread) instead")
     p.add_argument("--threshold", action="store_true",
                    help="measure serial vs parallel condensed kernels (2 threads) instead")
     p.add_argument("--json", type=Path, help="write all results here")
@@ -377,33 +381,46 @@ def _rotating(name, objs, x, xT, xc):
 
 # ---- parallel threshold -----------------------------------------------------------------
 
+def _kernel_pair(layer, batch, rng, which):
+    """Two zero-argument calls on one layer: ``which`` is ("serial", "parallel") or
+    ("per_example", "feature_major")."""
+    n_in = layer.in_features
+    v, idx, b = layer._slab_values, layer._slab_index, layer._bias
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)            # [B, in]
+    xT = np.ascontiguousarray(x.T)                                        # [in, B]
+    y = np.empty((batch, b.size), np.float32)                             # [B, n_pad]
+    yT = np.empty((layer.n_active, batch), np.float32)                    # [n, B]
+    if which == "small_batch":
+        return {"per_example": lambda: K.matvec_lanes(x, v, idx, b, y),
+                "feature_major": lambda: K.matmat_lanes(xT, v, idx, b, yT)}
+    if batch <= matmul.SMALL_BATCH:                                       # what forward runs
+        return {"serial": lambda: K.matvec_lanes(x, v, idx, b, y),
+                "parallel": lambda: K.matvec_lanes_parallel(x, v, idx, b, y)}
+    return {"serial": lambda: K.matmat_lanes(xT, v, idx, b, yT),
+            "parallel": lambda: K.matmat_lanes_parallel(xT, v, idx, b, yT)}
+
+
 def run_threshold(args):
-    """Serial vs parallel condensed kernels at the current thread count, over work sizes."""
+    """Serial vs parallel condensed kernels at the current thread count, over work sizes
+    (``--threshold``), or the batch-1 kernel once per example vs the feature-major one
+    (``--small-batch``)."""
     rng = np.random.default_rng(0)
     rows = []
+    small = args.small_batch
+    a, b = ("per_example", "feature_major") if small else ("serial", "parallel")
     for n_in, n_out in ((768, 64), (768, 256), (3072, 768), (3072, 3072)):
         for sparsity in (0.99, 0.9, 0.5):
-            for batch in (1, 4, 16, 64):
+            for batch in ((2, 4, 8, 12, 16, 32) if small else (1, 4, 16, 64)):
                 layer = condense(*make_layer(n_in, n_out, sparsity, rng))
-                v, idx, b = layer._slab_values, layer._slab_index, layer._bias
-                if batch == 1:
-                    x = rng.standard_normal(n_in).astype(np.float32)
-                    y = np.empty(b.size, np.float32)
-                    comp = {"serial": lambda: K.matvec_lanes(x, v, idx, b, y),
-                            "parallel": lambda: K.matvec_lanes_parallel(x, v, idx, b, y)}
-                else:
-                    xT = rng.standard_normal((n_in, batch)).astype(np.float32)
-                    yT = np.empty((layer.n_active, batch), np.float32)
-                    comp = {"serial": lambda: K.matmat_lanes(xT, v, idx, b, yT),
-                            "parallel": lambda: K.matmat_lanes_parallel(xT, v, idx, b, yT)}
+                comp = _kernel_pair(layer, batch, rng, "small_batch" if small else "threads")
                 t = time_interleaved(comp, repeats=args.repeats, min_seconds=args.min_seconds)
                 work = layer.values.size * batch
-                ratio = t["serial"].median / t["parallel"].median
+                ratio = t[a].median / t[b].median
                 rows.append({"in": n_in, "out": n_out, "sparsity": sparsity, "batch": batch,
                              "work": work, "speedup": ratio})
-                print(f"work {work:>10}  {n_in}x{n_out} s={sparsity} B={batch:<3} serial "
-                      f"{fmt_timing(t['serial']):>28}  parallel {fmt_timing(t['parallel']):>28}"
-                      f"  parallel speedup x{ratio:.2f}", flush=True)
+                print(f"work {work:>10}  {n_in}x{n_out} s={sparsity} B={batch:<3} {a} "
+                      f"{fmt_timing(t[a]):>28}  {b} {fmt_timing(t[b]):>28}"
+                      f"  {b} speedup x{ratio:.2f}", flush=True)
     return rows
 
 
@@ -415,7 +432,7 @@ def worker(args):
     env = environment()
     env.update({v: os.environ[v] for v in ("OPENBLAS_L2_SIZE",) if v in os.environ})
     result = {"environment": env, "cells": []}
-    if args.threshold:
+    if args.threshold or args.small_batch:
         result["threshold"] = run_threshold(args)
     else:
         for shape in args.shapes:
@@ -507,15 +524,17 @@ def main(argv=None):
         worker(args)
         return
     results = []
-    threads = [2] if args.threshold else args.threads
-    print(HEADER if not args.threshold else "serial vs parallel condensed kernels, 2 threads")
+    threads = [2] if args.threshold else [1] if args.small_batch else args.threads
+    print("serial vs parallel condensed kernels, 2 threads" if args.threshold else
+          "batch-1 kernel per example vs feature-major kernel, 1 thread" if args.small_batch
+          else HEADER)
     for n in threads:
         results.append(spawn(n, argv))
     for res in results:
         print("environment:", json.dumps(res["environment"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    if args.plot and not args.threshold:
+    if args.plot and not (args.threshold or args.small_batch):
         plot([c for res in results for c in res["cells"]], args.plot)
 
 

@@ -23,7 +23,8 @@ builds inline the same per-row or per-block code, hence agree bit for bit (teste
 
 Measured on the development machine (AMD EPYC Zen 4, 1 thread; bench/README.md):
 
-- batch 1 (``_lanes_dot``): the 16 rows of a block advance in lockstep, one position ``j``
+- batch 1, and batches of up to ``matmul.SMALL_BATCH`` examples one at a time
+  (``_lanes_dot``): the 16 rows of a block advance in lockstep, one position ``j``
   a step: one vector load of 16 values, 16 scalar loads of the gathered ``x`` assembled
   into a vector, one vector multiply-add. Plain Numba code of this shape compiles to 16
   scalar FMAs with two floating-point loads each (~1.1 cycles per nonzero); the vector form
@@ -160,16 +161,19 @@ def _block_matvec(x, flat_values, flat_index, bias, y, b, k):
 
 @njit(cache=True, fastmath=FASTMATH)
 def matvec_lanes(x, slab_values, slab_index, bias, y):
-    """Batch 1: ``y[r] = sum_j values[r, j] * x[index[r, j]] + bias[r]``, serial.
+    """Batch 1 (or a few examples, one at a time):
+    ``y[t, r] = sum_j values[r, j] * x[t, index[r, j]] + bias[r]``, serial.
 
-    x : [in]; slab_values : [n_blocks, k, LANES]; slab_index : [n_blocks, k, LANES]
-    uint16/uint32; bias, y : [n_blocks * LANES] (padded; ``y`` written). Slow twin:
-    ``tests/condensed/naive_condensed.py::forward``.
+    x : [B, in]; slab_values : [n_blocks, k, LANES]; slab_index : [n_blocks, k, LANES]
+    uint16/uint32; bias : [n_blocks * LANES]; y : [B, n_blocks * LANES] (padded; written).
+    Block by block, each block for every example while its values are in cache. Slow
+    twin: ``tests/condensed/naive_condensed.py::forward``.
     """
     k = slab_values.shape[1]
     flat_values, flat_index = slab_values.reshape(-1), slab_index.reshape(-1)
     for b in range(slab_values.shape[0]):
-        _block_matvec(x, flat_values, flat_index, bias, y, b, k)
+        for t in range(x.shape[0]):
+            _block_matvec(x[t], flat_values, flat_index, bias, y[t], b, k)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
@@ -178,7 +182,8 @@ def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
     k = slab_values.shape[1]
     flat_values, flat_index = slab_values.reshape(-1), slab_index.reshape(-1)
     for b in prange(slab_values.shape[0]):
-        _block_matvec(x, flat_values, flat_index, bias, y, b, k)
+        for t in range(x.shape[0]):
+            _block_matvec(x[t], flat_values, flat_index, bias, y[t], b, k)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

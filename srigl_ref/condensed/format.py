@@ -149,7 +149,8 @@ class CondensedLinear:
 
         Returns
         -------
-        y : ndarray of shape (B, n_active) (F-contiguous) or (n_active,), float32
+        y : ndarray of shape (B, n_active) or (n_active,), float32
+            F-contiguous when ``B > matmul.SMALL_BATCH`` (8), else C-ordered rows.
         """
         x = matmul.check_activations("x", x, self.in_features).astype(np.float32, copy=False)
         return matmul.forward(x, self._slab_values, self._slab_index, self._bias,

@@ -5,10 +5,11 @@ SPEC section 9: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]] (+ bias[r])
 bias, any float dtype); ``CondensedLinear`` (``format.py``) calls ``forward`` directly with
 its pre-validated arrays in the kernels' lanes layout (``lanes_layout``).
 
-Activations. A 1-D ``x [in]`` (or ``B == 1``) runs the batch-1 kernel. A batch runs
-feature-major, on ``xT [in, B]``; the result is returned as ``yT.T``, an F-contiguous
-``[B, n]`` view, so the next condensed layer gets its ``xT`` without a copy. A C-ordered
-``x [B, in]`` is transposed once (a tiled copy).
+Activations. A 1-D ``x [in]``, or a batch of at most ``SMALL_BATCH`` examples, runs the
+batch-1 kernel once per example (C-ordered rows). A larger batch runs feature-major, on
+``xT [in, B]``; the result is returned as ``yT.T``, an F-contiguous ``[B, n]`` view, so the
+next condensed layer gets its ``xT`` without a copy. A C-ordered ``x [B, in]`` is
+transposed once (a tiled copy).
 
 Non-finite inputs are not looked for (that would be an extra pass over ``x`` per call):
 NaN and inf propagate, as IEEE arithmetic does, to exactly the outputs whose rows read them.
@@ -28,6 +29,11 @@ from ._kernels import LANES
 # keep the cores busy, a parallel region can wait milliseconds for its second thread: run
 # with NUMBA_NUM_THREADS=1 (or numba.set_num_threads(1)) on a shared machine.
 PARALLEL_MIN_WORK = 1 << 16
+
+# Up to this many examples the batch-1 kernel, once per example, beats the feature-major
+# one: 1.1-3x at B = 2..8, 0.6-0.9x from B = 12 (3072->768 at s = 0.5/0.9, 784->300 at
+# s = 0.9, 768->3072 at s = 0.99; 1 thread, Zen 4). Bench: bench/README.md.
+SMALL_BATCH = 8
 
 
 def index_dtype(in_features: int) -> np.dtype:
@@ -130,17 +136,18 @@ def forward(x: np.ndarray, slab_values: np.ndarray, slab_index: np.ndarray,
 
     Returns
     -------
-    y : ndarray of shape (B, n) (F-contiguous) or (n,), dtype of ``slab_values``
+    y : ndarray of shape (B, n) or (n,), dtype of ``slab_values``
+        F-contiguous when ``B > SMALL_BATCH``, else C-ordered rows.
     """
-    if x.ndim == 2 and x.shape[0] == 1:
-        return forward(x[0], slab_values, slab_index, bias, n)[None, :]
-    work = n * slab_values.shape[1] * (x.shape[0] if x.ndim == 2 else 1)
+    n_batch = x.shape[0] if x.ndim == 2 else 1
+    work = n * slab_values.shape[1] * n_batch
     parallel = work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
-    if x.ndim == 1:
-        y = np.empty(bias.shape[0], dtype=slab_values.dtype)         # [n_pad]
+    if n_batch <= SMALL_BATCH:
+        rows = np.ascontiguousarray(x.reshape(n_batch, -1))           # [B, in]
+        y = np.empty((n_batch, bias.shape[0]), dtype=slab_values.dtype)  # [B, n_pad]
         kernel = _kernels.matvec_lanes_parallel if parallel else _kernels.matvec_lanes
-        kernel(np.ascontiguousarray(x), slab_values, slab_index, bias, y)
-        return y[:n]
+        kernel(rows, slab_values, slab_index, bias, y)
+        return y[:, :n] if x.ndim == 2 else y[0, :n]
     xT = feature_major(x)                                            # [in, B]
     yT = np.empty((n, xT.shape[1]), dtype=slab_values.dtype)         # [n, B]
     kernel = _kernels.matmat_lanes_parallel if parallel else _kernels.matmat_lanes

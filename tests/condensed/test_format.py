@@ -144,6 +144,18 @@ def test_inputs_not_mutated_and_layer_frozen(rng):
     assert c.values.any()
 
 
+def test_read_only_input_gives_the_same_output(rng):
+    """A read-only ``x`` is a different Numba type; both kernels must accept it."""
+    mask = np.zeros((20, 9), dtype=bool)
+    mask[:, 2:6] = True
+    c = condense(rng.standard_normal((20, 9)).astype(np.float32), mask)
+    for x in (rng.standard_normal(9).astype(np.float32),
+              rng.standard_normal((3, 9)).astype(np.float32)):
+        frozen = x.copy()
+        frozen.flags.writeable = False
+        assert c(frozen).tobytes() == c(x).tobytes()
+
+
 def test_float64_weight_rounds_to_float32_values():
     weight = np.array([[1 / 3, 2.0]])
     c = condense(weight, np.array([[True, False]]))

@@ -95,14 +95,19 @@ def test_serial_and_parallel_kernels_agree_bitwise(ops):
     xT, values, indices, bias, slab_values, slab_index = ops
     n, batch = values.shape[0], xT.shape[1]
     bias_pad = matmul.padded_rows(bias)
-    y1, y2 = np.empty_like(bias_pad), np.empty_like(bias_pad)                  # [n_pad]
-    K.matvec_lanes(xT[:, 0].copy(), slab_values, slab_index, bias_pad, y1)
-    K.matvec_lanes_parallel(xT[:, 0].copy(), slab_values, slab_index, bias_pad, y2)
+    x = np.ascontiguousarray(xT.T)                                             # [B, in]
+    y1 = np.empty((batch, bias_pad.size), values.dtype)                        # [B, n_pad]
+    y2 = np.empty_like(y1)
+    K.matvec_lanes(x, slab_values, slab_index, bias_pad, y1)
+    K.matvec_lanes_parallel(x, slab_values, slab_index, bias_pad, y2)
     assert y1.tobytes() == y2.tobytes()
-    assert (y1[n:] == 0).all()                          # padding rows: value 0, bias 0
+    assert (y1[:, n:] == 0).all()                       # padding rows: value 0, bias 0
     tol = 1e-5 if values.dtype == np.float32 else 1e-12
-    ref = naive.forward(xT[:, 0], values, indices, bias)
-    np.testing.assert_allclose(y1[:n], ref, rtol=tol, atol=tol)
+    ref = naive.forward(x, values, indices, bias)
+    np.testing.assert_allclose(y1[:, :n], ref, rtol=tol, atol=tol)
+    y3 = np.empty((1, bias_pad.size), values.dtype)    # one example alone: same bits
+    K.matvec_lanes(x[-1:], slab_values, slab_index, bias_pad, y3)
+    assert y3.tobytes() == y1[-1:].tobytes()
     yT1, yT2 = np.empty((n, batch), values.dtype), np.empty((n, batch), values.dtype)
     K.matmat_lanes(xT, slab_values, slab_index, bias_pad, yT1)
     K.matmat_lanes_parallel(xT, slab_values, slab_index, bias_pad, yT2)
@@ -125,12 +130,12 @@ def test_batch1_kernel_sums_each_row_in_order(dtype):
     half_eps = np.finfo(dtype).eps / 2
     n_in, n = 3, 20                                       # two blocks, the second partial
     indices = np.tile(np.arange(3), (n, 1))
-    x, bias = np.ones(n_in, dtype), np.zeros(2 * K.LANES, dtype)
-    y = np.empty(2 * K.LANES, dtype)
+    x, bias = np.ones((1, n_in), dtype), np.zeros(2 * K.LANES, dtype)
+    y = np.empty((1, 2 * K.LANES), dtype)
     for row, want in (([1.0, half_eps, -1.0], 0.0), ([-1.0, half_eps, 1.0], half_eps)):
         values = np.tile(np.array(row, dtype), (n, 1))
         K.matvec_lanes(x, *matmul.lanes_layout(values, indices, n_in), bias, y)
-        assert (y[:n] == want).all()
+        assert (y[0, :n] == want).all()
 
 
 def test_forward_dispatches_parallel_above_threshold(rng, monkeypatch):
@@ -167,9 +172,23 @@ def test_batched_output_is_feature_major_and_chains_without_copy(rng):
     w2, m2 = _dense(rng.standard_normal((5, 3)).astype(np.float32),
                     np.sort(np.array([rng.choice(8, 3, replace=False) for _ in range(5)]), 1), 8)
     l1, l2 = condense(w1, m1), condense(w2, m2)
-    h = l1(rng.standard_normal((6, 12)).astype(np.float32))
+    h = l1(rng.standard_normal((matmul.SMALL_BATCH + 1, 12)).astype(np.float32))
     assert h.flags.f_contiguous and matmul.feature_major(h).base is h.base
     assert l2(h).tobytes() == l2(np.ascontiguousarray(h)).tobytes()
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_small_batch_runs_one_example_at_a_time(rng, order):
+    """Up to ``SMALL_BATCH`` examples take the batch-1 kernel: each row of the result is
+    bit for bit the layer applied to that example alone, whatever the layout of ``x``."""
+    indices = np.sort(np.array([rng.choice(40, 7, replace=False) for _ in range(21)]), 1)
+    layer = condense(*_dense(rng.standard_normal((21, 7)).astype(np.float32), indices, 40))
+    for n_batch in (2, matmul.SMALL_BATCH):
+        x = np.asarray(rng.standard_normal((n_batch, 40)).astype(np.float32), order=order)
+        y = layer(x)
+        assert y.shape == (n_batch, 21)
+        for t in range(n_batch):
+            assert y[t].tobytes() == layer(x[t].copy()).tobytes()
 
 
 @given(operands())
