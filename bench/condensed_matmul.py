@@ -6,7 +6,7 @@ Competitors, timed interleaved in one run (bench/harness.py), each with the bias
 - ``dense``: NumPy ``W @ x + b`` (OpenBLAS sgemv / sgemm);
 - ``scipy_csr``: ``scipy.sparse.csr_array @ x + b`` (single-threaded);
 - ``numba_csr``: a Numba CSR kernel written with the same care as the condensed one (below:
-  uint16 column indices; at batch 1 the same vector code, ``_kernels.gather_vector``, run
+  uint16 column indices; at batch 1 the same vector code, ``_kernels.lanes_dot_loop``, run
   along each row, 16 nonzeros a step, then a horizontal sum and a scalar tail; four
   nonzeros per pass over a feature-major batch; the same parallel rule). What it lacks is
   only what CSR lacks: rows of one length, which let the condensed kernel run 16 rows in
@@ -152,8 +152,8 @@ FM = {"contract"}
 @intrinsic
 def csr_row_dot_vector(typingctx, x, data, indices, start, m):
     """``sum_{p < m - m % LANES} data[start + p] * x[indices[start + p]]``: ``LANES``
-    nonzeros a step into one vector (``_kernels.gather_vector``, and the same prefetch of
-    the values ``PREFETCH_STEPS`` ahead, as the condensed kernel), then a horizontal sum.
+    nonzeros a step into one vector by the condensed kernel's own loop
+    (``_kernels.lanes_dot_loop``: same gather, same prefetch), then a horizontal sum.
     x, data : 1-D C float32; indices : 1-D C uint16/uint32."""
     if not (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
                 for a in (x, data, indices))
@@ -165,51 +165,21 @@ def csr_row_dot_vector(typingctx, x, data, indices, start, m):
     def codegen(context, builder, signature, args):
         xa, da, ia, start, m = args
         i64, f32 = ir.IntType(64), ir.FloatType()
-        vty = ir.VectorType(f32, K.LANES)
         x_ptr = context.make_array(x)(context, builder, xa).data
         d_ptr = builder.gep(context.make_array(data)(context, builder, da).data, [start])
         i_ptr = builder.gep(context.make_array(indices)(context, builder, ia).data, [start])
         n_steps = builder.sdiv(m, ir.Constant(i64, K.LANES))
-        fmuladd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fmuladd.v{K.LANES}f32")
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        zero = ir.Constant(vty, [0.0] * K.LANES)
-        entry = builder.block
-        loop = builder.append_basic_block("csr_dot.loop")
-        done = builder.append_basic_block("csr_dot.done")
-        builder.cbranch(builder.icmp_signed(">", n_steps, ir.Constant(i64, 0)), loop, done)
-        builder.position_at_end(loop)
-        q = builder.phi(i64)
-        acc = builder.phi(vty)
-        p = builder.mul(q, ir.Constant(i64, K.LANES))
-        ahead = builder.gep(d_ptr, [builder.add(p, ir.Constant(i64, K.LANES * K.PREFETCH_STEPS))])
-        builder.call(prefetch, [builder.bitcast(ahead, i8p), *(ir.Constant(i32, c) for c in (0, 3, 1))])
-        v = builder.load(builder.bitcast(builder.gep(d_ptr, [p]), vty.as_pointer()), align=4)
-        gathered = K.gather_vector(builder, x_ptr, builder.gep(i_ptr, [p]), f32,
-                                   indices.dtype.bitwidth)
-        acc_next = builder.call(fmuladd, [v, gathered, acc])
-        q_next = builder.add(q, ir.Constant(i64, 1))
-        q.add_incoming(ir.Constant(i64, 0), entry)
-        q.add_incoming(q_next, loop)
-        acc.add_incoming(zero, entry)
-        acc.add_incoming(acc_next, loop)
-        builder.cbranch(builder.icmp_signed("<", q_next, n_steps), loop, done)
-        builder.position_at_end(done)
-        total = builder.phi(vty)
-        total.add_incoming(zero, entry)
-        total.add_incoming(acc_next, loop)
+        total = K.lanes_dot_loop(builder, x_ptr, d_ptr, i_ptr, n_steps, f32,
+                                 indices.dtype.bitwidth)
         reduce = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(f32, [f32, vty]),
+            builder.module, ir.FunctionType(f32, [f32, total.type]),
             f"llvm.vector.reduce.fadd.v{K.LANES}f32")
         return builder.call(reduce, [ir.Constant(f32, 0.0), total], fastmath=("reassoc",))
 
     return sig, codegen
 
 
-# Not cached: the intrinsic's code comes from another file (_kernels.gather_vector), whose
+# Not cached: the intrinsic's code comes from another file (_kernels.lanes_dot_loop), whose
 # changes Numba's cache would not notice.
 @njit(fastmath=FM, inline="always")
 def csr_row_vector(x, data, indices, start, stop):

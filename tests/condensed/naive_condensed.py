@@ -1,7 +1,8 @@
 """Slow, literal references for srigl_ref.condensed (SPEC section 9), in float64 loops.
 
 Twins: ``condense`` of ``format.condense``; ``forward`` of the ``_kernels`` forward kernels
-(``matvec_lanes*``, ``matmat_lanes*``, ``mlp_matvec_lanes``); ``backward`` of ``backward_dx`` / ``backward_dvalues``.
+(``matvec_lanes*``, ``matmat_lanes*``, ``mlp_matvec_lanes``); ``backward`` of
+``backward_dx`` / ``backward_dvalues``.
 """
 import numpy as np
 
