@@ -79,19 +79,16 @@ def lanes_layout(values: np.ndarray, indices: np.ndarray,
     slab_index : ndarray of shape (n_blocks, k, LANES), ``index_dtype(in_features)``
         The indices laid out alike; padding rows read input 0.
     """
-    n, k = values.shape
-    n_blocks = -(-n // LANES)
-    out = []
-    for a, dtype in ((values, values.dtype), (indices, index_dtype(in_features))):
-        padded = np.zeros((n_blocks * LANES, k), dtype=dtype)       # [n_pad, k]
-        padded[:n] = a
-        out.append(np.ascontiguousarray(padded.reshape(n_blocks, LANES, k).transpose(0, 2, 1)))
-    return out[0], out[1]
+    n_blocks, k = -(-values.shape[0] // LANES), values.shape[1]
+    return tuple(np.ascontiguousarray(padded_rows(a).reshape(n_blocks, LANES, k)
+                                      .transpose(0, 2, 1))
+                 for a in (values, indices.astype(index_dtype(in_features), copy=False)))
 
 
 def padded_rows(a: np.ndarray) -> np.ndarray:
-    """``a [n]`` zero-padded to ``[LANES * ceil(n / LANES)]`` (a bias in the lanes layout)."""
-    out = np.zeros(-(-a.shape[0] // LANES) * LANES, dtype=a.dtype)
+    """``a [n, ...]`` with zero rows appended up to ``LANES * ceil(n / LANES)`` rows (the
+    lanes layout's padding; a bias ``[n]`` becomes ``[n_pad]``)."""
+    out = np.zeros((-(-a.shape[0] // LANES) * LANES,) + a.shape[1:], dtype=a.dtype)
     out[:a.shape[0]] = a
     return out
 
@@ -227,8 +224,8 @@ def condensed_matmul(x, values, indices):
     """
     x, values, dtype = _check_operands(x, values, indices)
     slab_values, slab_index = lanes_layout(values, indices, x.shape[-1])
-    n = values.shape[0]
-    return forward(x, slab_values, slab_index, padded_rows(np.zeros(n, dtype=dtype)), n)
+    bias = np.zeros(slab_values.shape[0] * LANES, dtype=dtype)      # [n_pad], none
+    return forward(x, slab_values, slab_index, bias, values.shape[0])
 
 
 def condensed_matmul_backward(dy, x, values, indices):
