@@ -5,11 +5,11 @@ layer, with a continuous gradient and with one whose rows are 30 % exactly zero 
 tied regrowth boundaries), side by side in one run with:
   (a) one ``np.partition`` of the layer's dense ``|grad|`` (a single selection over N
       scores: any RigL-style update needs at least that), and
-  (b) the literal reference ``tests/naive.py`` (slow: timed with fewer repeats).
+  (b) the readable NumPy reference ``srigl_ref.dst.reference`` (slower: fewer repeats).
 Reports medians [IQR] and ratios of medians. One thread (kernels are serial; set before
 NumPy/Numba load).
 
-    python bench/topology_update.py            # the full table (~10 min, naive included)
+    python bench/topology_update.py            # the full table (reference included)
     python bench/topology_update.py --quick    # a smoke run on small layers
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import srigl_ref  # noqa: E402
 from bench.harness import fmt_seconds, fmt_timing, print_environment, time_interleaved  # noqa
-from tests import naive  # noqa: E402
+from srigl_ref.dst import reference  # noqa: E402
 
 SHAPES = [(768, 768), (768, 3072), (512, 4608)]
 SPARSITIES = [0.8, 0.9, 0.99]
@@ -50,7 +50,7 @@ def tie_breaks() -> list[str]:
     return list(topology.TIE_BREAKS)
 
 
-def bench_one(shape, sparsity, repeats, naive_repeats, rng):
+def bench_one(shape, sparsity, repeats, reference_repeats, rng):
     weight, mask, grad, momentum = layer(shape, sparsity, rng)
     abs_grad = np.abs(grad).ravel()
     n_prune = int(mask.sum() * DROP_FRACTION)
@@ -66,18 +66,19 @@ def bench_one(shape, sparsity, repeats, naive_repeats, rng):
             competitors[f"rigl[{tb}{tag}]"] = lambda tb=tb, g=g: srigl_ref.rigl_update(
                 weight, mask, g, drop_fraction=DROP_FRACTION, momentum=momentum,
                 tie_break=tb)
-    # correctness before timing: the kernel equals the literal reference
-    want = naive.srigl_update(weight, mask, grad, sparsity, DROP_FRACTION) if naive_repeats \
-        else None
-    got = competitors["srigl[stable]"]()
-    if want is not None:
-        assert np.array_equal(got.mask, want["mask"]), "srigl_update != naive reference"
+    def reference_srigl():
+        return reference.srigl_update(weight, mask, grad, sparsity=sparsity,
+                                      drop_fraction=DROP_FRACTION, momentum=momentum)
+
+    # correctness before timing: the kernels equal the readable reference
+    if reference_repeats:
+        want, got = reference_srigl(), competitors["srigl[stable]"]()
+        assert np.array_equal(got.mask, want.mask), "srigl_update != reference"
+        assert got.weight.tobytes() == want.weight.tobytes(), "srigl_update != reference"
     timings = time_interleaved(competitors, repeats=repeats)
-    if naive_repeats:
-        timings.update(time_interleaved(
-            {"naive srigl": lambda: naive.srigl_update(weight, mask, grad, sparsity,
-                                                       DROP_FRACTION)},
-            repeats=naive_repeats, min_seconds=0.0, warmup=0))
+    if reference_repeats:
+        timings.update(time_interleaved({"reference srigl": reference_srigl},
+                                        repeats=reference_repeats, min_seconds=0.0, warmup=0))
     return timings
 
 
@@ -85,33 +86,33 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small layers, few repeats (CI smoke)")
     ap.add_argument("--repeats", type=int, default=21)
-    ap.add_argument("--naive-repeats", type=int, default=3,
-                    help="repeats of the slow reference (0 skips it)")
+    ap.add_argument("--reference-repeats", type=int, default=5,
+                    help="repeats of the readable reference (0 skips it)")
     ap.add_argument("--shapes", default=None, help="e.g. 768x3072,768x768")
     ap.add_argument("--sparsities", default=None, help="e.g. 0.9,0.99")
     args = ap.parse_args(argv)
     shapes = SHAPES
     sparsities = SPARSITIES
     if args.quick:
-        shapes, sparsities, args.repeats, args.naive_repeats = [(64, 256)], [0.9], 5, 1
+        shapes, sparsities, args.repeats, args.reference_repeats = [(64, 256)], [0.9], 5, 1
     if args.shapes:
         shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     if args.sparsities:
         sparsities = [float(x) for x in args.sparsities.split(",")]
     print_environment()
     print(f"drop fraction {DROP_FRACTION}, float32, 1 thread, repeats {args.repeats}, "
-          f"naive repeats {args.naive_repeats}; times: median [q1, q3]")
+          f"reference repeats {args.reference_repeats}; times: median [q1, q3]")
     rng = np.random.default_rng(0)
-    header = "| shape | S | competitor | time | / partition | naive / this |"
+    header = "| shape | S | competitor | time | / partition | reference / this |"
     print(header)
     print("|---|---|---|---|---|---|")
     for shape in shapes:
         for s in sparsities:
-            t = bench_one(shape, s, args.repeats, args.naive_repeats, rng)
+            t = bench_one(shape, s, args.repeats, args.reference_repeats, rng)
             base = t["np.partition(|G|)"].median
-            naive_t = t["naive srigl"].median if "naive srigl" in t else None
+            reference_t = t["reference srigl"].median if "reference srigl" in t else None
             for name, timing in t.items():
-                speedup = (f"{naive_t / timing.median:.0f}x" if naive_t and
+                speedup = (f"{reference_t / timing.median:.0f}x" if reference_t and
                            name.startswith("srigl") else "")
                 print(f"| {shape[0]}x{shape[1]} | {s} | {name} | {fmt_timing(timing)} | "
                       f"{timing.median / base:.2f} | {speedup} |", flush=True)

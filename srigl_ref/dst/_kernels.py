@@ -14,7 +14,7 @@ the boundary bucket, then 8-bit passes over that (small) bucket only.
 
 This file is self-contained: it imports only numpy and numba and calls only its own helpers
 (Numba's on-disk cache does not notice changes in other files). Kernels trust their inputs.
-Each kernel's slow twin is in ``tests/naive.py``.
+Each kernel's readable twin is in ``srigl_ref/dst/reference.py``.
 """
 import numpy as np
 from numba import njit
@@ -129,7 +129,7 @@ def layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n):
 def select_top(bits, absmask, nbits, row_skip, pos_skip, n):
     """Boolean [out, F] mask of the ``n`` largest eligible keys (SPEC section 1), and ``tied``.
 
-    Arguments and ``tied`` as in ``layer_threshold``. Slow twin: ``tests/naive.py::top_n``.
+    Arguments and ``tied`` as in ``layer_threshold``. Readable twin: ``reference.top_n``.
     """
     t, take, tied = layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n)
     out, fan = bits.shape

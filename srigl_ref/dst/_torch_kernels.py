@@ -14,7 +14,7 @@ boundary of a leaf segment (it shifts only past strictly smaller values, and eve
 left of a cut is >= every value right of it). So ``_introsort`` takes a range of cut
 positions ``[lo, hi]`` and only works on segments that straddle one of them; every other
 segment already holds exactly the elements the full sort would leave there. With
-``lo = first + 1, hi = last - 1`` it is the whole ``std::sort``. ``tests/naive_torch_ties.py``
+``lo = first + 1, hi = last - 1`` it is the whole ``std::sort``. ``tests/dst/naive_torch_ties.py``
 is the literal, unpruned twin of every kernel here.
 
 Self-contained: imports only numpy/numba, calls only helpers in this file. Kernels trust

@@ -49,6 +49,10 @@ class TopologyUpdate:
         Grown positions (outside the keep set) that were inactive before. Inactive
         positions that enter the keep set with a zero score are active after but not
         counted (SPEC section 6).
+    n_keep : int
+        Weights kept by magnitude, before the cap (after the nnz guard); -1 if not recorded.
+    n_prune : int
+        ``popcount(mask) - n_keep``; -1 if not recorded.
     """
     mask: np.ndarray
     weight: np.ndarray
@@ -59,6 +63,8 @@ class TopologyUpdate:
     threshold: int
     n_pruned: int
     n_grown: int
+    n_keep: int = -1
+    n_prune: int = -1
 
 
 def _check_layer(weight, mask, grad, momentum):

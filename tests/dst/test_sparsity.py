@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import srigl_ref
-from tests import naive
+from tests.dst import naive_sparsity as naive
 from tests.strategies import weight_shapes
 
 model_shapes = st.lists(weight_shapes(max_out=300, max_in=800), min_size=1, max_size=6)

@@ -1,7 +1,7 @@
 """``tie_break="torch_cpu"`` kernels == the literal libstdc++ transcription (SPEC-torch-ties).
 
 Every kernel of ``srigl_ref/dst/_torch_kernels.py`` is checked against its slow twin in
-``tests/naive_torch_ties.py`` on tie-heavy arrays; the stage functions of
+``tests/dst/naive_torch_ties.py`` on tie-heavy arrays; the stage functions of
 ``srigl_ref/dst/torch_ties.py`` against the naive stages (which use full, unpruned sorts,
 recompute ``min`` over the layer for every ablated row and cap every row).
 """
@@ -15,7 +15,7 @@ from srigl_ref.dst import _torch_kernels as tk
 from srigl_ref.dst import torch_ties as tt
 from srigl_ref.dst.torch_ties import (rigl_keep_grow_torch, salient_counts_torch,
                                       srigl_keep_grow_torch, torch_sort_desc, torch_topk)
-from tests import naive_torch_ties as naive
+from tests.dst import naive_torch_ties as naive
 from tests.strategies import drop_fractions, gamma_sals, layer_states
 
 DTYPES = st.sampled_from([np.float32, np.float64])
