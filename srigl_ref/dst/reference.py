@@ -12,7 +12,7 @@ runs (``docs/algorithm.md §6``):
 ``keep_set``                          the largest weights over the layer (§6.5)
 ``cap_rows``                          at most ``k`` kept per neuron (§6.5)
 ``regrow_rows``                       each neuron refilled to ``k`` by gradient (§6.6)
-``apply_new_mask``                    new mask, weights and momentum (§6.7-8)
+``apply_new_mask``                    new mask, weights and momentum (§6.7, §6.8)
 ====================================  ======================================================
 
 ``srigl_update``, ``rigl_update`` and ``set_update`` chain them and take the same arguments
@@ -88,7 +88,7 @@ def prune_keep_counts(mask: np.ndarray, weight: np.ndarray, drop_fraction: float
     ``n_prune = int(n_ones * drop_fraction)``, ``n_keep = n_ones - n_prune``; then the nnz
     guard: when fewer than ``n_keep`` weights are nonzero, only the nonzero ones are kept
     by magnitude (``n_keep = nnz``), so no exact zero is kept in preference to a regrown
-    weight (``docs/algorithm.md §6``, step 2).
+    weight (``docs/algorithm.md §6.2``).
 
     Parameters
     ----------
@@ -222,7 +222,7 @@ def fan_in_after_ablation(budget: int, shape: tuple[int, ...], n_ablated: int,
     """The constant fan-in ``k = budget // (out - |A|)`` of the surviving neurons.
 
     The budget of the ablated neurons is redistributed over the survivors, so the layer
-    keeps its density (``docs/algorithm.md §3``, §6 step 4).
+    keeps its density (``docs/algorithm.md §3``, §6.4).
 
     Parameters
     ----------
@@ -260,7 +260,7 @@ def keep_set(weight_score: np.ndarray, n_keep: int, ablated: np.ndarray) -> np.n
 
     Pruning is layer-wise, as in RigL: a neuron can lose many weights or none. When fewer
     positive scores than ``n_keep`` remain, zero-score positions (inactive ones included)
-    are kept by the tie-break; ablated rows never enter (``docs/algorithm.md §6`` step 5,
+    are kept by the tie-break; ablated rows never enter (``docs/algorithm.md §6.5``,
     §11).
 
     Parameters
@@ -283,7 +283,7 @@ def cap_rows(keep: np.ndarray, k: int) -> np.ndarray:
     """At most ``k`` kept positions per neuron: the ``k`` lowest column indices stay.
 
     The cap binds only when ``k`` shrank (a neuron revived) or the keep set is concentrated
-    in a few neurons (``docs/algorithm.md §6`` step 5).
+    in a few neurons (``docs/algorithm.md §6.5``).
 
     Parameters
     ----------
@@ -307,7 +307,7 @@ def regrow_rows(kept: np.ndarray, grad_score: np.ndarray, ablated: np.ndarray, k
     """Refill every surviving neuron to exactly ``k`` with its largest ``|G|`` outside ``kept``.
 
     Regrowth is per neuron, which is what makes the fan-in constant; a weight dropped in
-    this update may be regrown (``docs/algorithm.md §6`` step 6).
+    this update may be regrown (``docs/algorithm.md §6.6``).
 
     Parameters
     ----------
@@ -339,7 +339,7 @@ def regrow_rows(kept: np.ndarray, grad_score: np.ndarray, ablated: np.ndarray, k
     return grown
 
 
-# ------------------------------------------------------------------ docs/algorithm.md §6.7-8
+# ------------------------------------------------------------------ docs/algorithm.md §6.7-6.8
 class NewState(NamedTuple):
     """The layer after the update, and what changed."""
     mask: np.ndarray           # shape of the weight, bool
@@ -357,8 +357,8 @@ def apply_new_mask(weight: np.ndarray, mask: np.ndarray, kept: np.ndarray,
     A grown position that was inactive before starts at ``grown_init``; a weight dropped
     and regrown in the same update keeps its value; an inactive position kept by a zero
     score keeps its zero (sign included) and is not counted as grown. ``W * M_new`` keeps
-    IEEE signs: a dropped negative weight becomes -0.0 (``docs/algorithm.md §6`` steps
-    7-8, §11).
+    IEEE signs: a dropped negative weight becomes -0.0 (``docs/algorithm.md §6.7``,
+    §6.8, §11).
 
     Parameters
     ----------
