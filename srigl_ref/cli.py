@@ -162,8 +162,31 @@ def _add_interchange(sub) -> None:
     p.add_argument("--tie-break", choices=("stable", "torch_cpu"), default=None,
                    help="default: the case's tie_break key, else torch_cpu (golden files)")
     p.add_argument("--expect", action="store_true",
-                   help="compare with the stored outputs; report the first difference")
+                   help="compare with the stored outputs (mask, weights, momentum, k, the "
+                   "set of ablated neurons); diagnose a difference stage by stage")
+    p.add_argument("--strict", action="store_true",
+                   help="also compare the ablated order, the salient threshold and the keep "
+                   "set (what only the authors' code and ours record)")
+    p.add_argument("--explain", action="store_true",
+                   help="for a differing case, name the deviations of the reference "
+                   "(srigl_ref.dst.reference) that reproduce it")
     p.set_defaults(run=_replay)
+    p = sub.add_parser("xcheck", help="differential testing: run MODULE:FUNCTION against "
+                       "srigl-ref on generated layer states (needs hypothesis)",
+                       description="Exit code 0: agree on every generated state; 1: a "
+                       "disagreement (shrunk, diagnosed and explained); 2: bad arguments. "
+                       "See docs/cross-validation.md.")
+    p.add_argument("function", metavar="MODULE:FUNCTION",
+                   help="an importable update function fn(weight, mask, grad, *, sparsity, "
+                   "drop_fraction, gamma_sal, momentum, ...)")
+    p.add_argument("--method", choices=("srigl", "rigl"), default="srigl")
+    p.add_argument("--max-examples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tie-break", choices=("stable", "torch_cpu"), default="stable",
+                   help="srigl-ref's tie-break to compare with (default stable)")
+    p.add_argument("--ties", action="store_true",
+                   help="generate tied magnitudes (then the tie-break matters)")
+    p.set_defaults(run=_xcheck)
     p = sub.add_parser("inspect", help="per-layer density, constant fan-in and ablated "
                        "neurons of model.npz, a torch.save file or .safetensors")
     p.add_argument("file", metavar="FILE")
@@ -179,26 +202,54 @@ def _add_interchange(sub) -> None:
 def _replay(args) -> int:
     from pathlib import Path
 
-    from .interchange import replay
+    from .interchange import explain, replay
     path = Path(args.case)
-    kw = dict(tie_break=args.tie_break, expect=args.expect, out=args.out)
+    kw = dict(tie_break=args.tie_break, expect=args.expect or args.strict or args.explain,
+              out=args.out, strict=args.strict)
     if not path.is_dir():
         r = replay.replay_file(path, **kw)
         print(r.summary())
+        if r.mismatch and args.explain:
+            print(explain.explain(r.case).text)
         return 1 if r.mismatch else 0
-    n, bad, first = 0, 0, None
+    n, stages, first = 0, {}, None
     for r in replay.replay_dir(path, **kw):
         n += 1
+        stage = f" stage {r.mismatch.stage}: {r.mismatch.headline}" if r.mismatch else ""
+        print(f"{r.where}: {r.verdict}{stage}")
         if r.mismatch:
-            bad += 1
+            stages[r.mismatch.stage] = stages.get(r.mismatch.stage, 0) + 1
+            if args.explain:
+                print(f"  {explain.explain(r.case).text}")
             first = first or r
     if first is not None:
+        bad = sum(stages.values())
+        by_stage = ", ".join(f"stage {s}: {c}" for s, c in stages.items())
         print(f"{path}: first diverging update: {first.summary()}")
-        print(f"{path}: {bad} of {n} case(s) differ")
+        print(f"{path}: {n - bad} of {n} case(s) match, {bad} differ ({by_stage})")
         return 1
-    done = f"all {n} case(s) match" if args.expect else f"replayed {n} case(s)"
+    done = f"all {n} case(s) match" if kw["expect"] else f"replayed {n} case(s)"
     print(f"{path}: {done}" + (f"; results in {args.out}" if args.out else ""))
     return 0
+
+
+def _xcheck(args) -> int:
+    import importlib
+
+    from . import testing
+    module, _, name = args.function.partition(":")
+    if not module or not name:
+        raise ValueError(f"MODULE:FUNCTION == {args.function!r}, must name a module and a "
+                         f"function, e.g. mypkg.sparsity:srigl_step")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"MODULE:FUNCTION == {args.function!r} cannot be imported ({e})") \
+            from None
+    report = testing.check_update(fn, method=args.method, max_examples=args.max_examples,
+                                  seed=args.seed, tie_break=args.tie_break, ties=args.ties)
+    print(report.describe())
+    return 0 if report.ok else 1
 
 
 def _inspect(args) -> None:
@@ -317,7 +368,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         code = args.run(args)
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"srigl-ref: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     return code if isinstance(code, int) else 0

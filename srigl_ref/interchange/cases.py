@@ -39,7 +39,6 @@ REQUIRED = {
     "set": ("weight", "mask", "drop_fraction"),
 }
 OUTPUTS = ("mask_out", "weight_out", "momentum_out", "kept", "ablated", "k_out", "threshold")
-SRIGL_OUTPUTS = ("ablated", "k_out", "threshold")
 
 
 @dataclass(frozen=True)
@@ -145,12 +144,9 @@ def read_case(path) -> Case:
                          f"one of {', '.join(TIE_BREAKS)}")
     if "momentum_out" in arrays and "momentum" not in arrays:
         raise ValueError(f"{path}: key 'momentum_out' is present but 'momentum' is missing")
-    if "mask_out" in arrays:
-        want = SRIGL_OUTPUTS if method == "srigl" else ()
-        for key in ("weight_out",) + want:
-            if key not in arrays:
-                raise ValueError(f"{path}: missing key {key!r} (mask_out is present, so the "
-                                 f"outputs of a {method} case are expected)")
+    if "mask_out" in arrays and "weight_out" not in arrays:
+        raise ValueError(f"{path}: missing key 'weight_out' (mask_out is present, so the "
+                         f"outputs of a {method} case are expected)")
     return Case(str(path), method, arrays, meta)
 
 

@@ -1,0 +1,147 @@
+"""Name the cause of a difference: the deviations of the reference that reproduce a case.
+
+A case whose stored outputs differ from srigl-ref's is re-run through the readable
+reference (``srigl_ref.dst.reference``) with one *named deviation* at a time: each is a
+keyword of ``reference.srigl_update`` / ``rigl_update`` whose default is the authors'
+algorithm and whose other value is what another implementation does (docstrings there).
+The deviations whose outputs equal the file's (``diagnose.differing_outputs``, the default
+comparison) are reported. If no single one does, pairs are tried, and labelled as such.
+The reference breaks ties canonically only (``docs/algorithm.md §1``).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dst import reference
+from .cases import Case
+from .diagnose import differing_outputs
+
+# (label, keyword arguments): one deviation of the authors' algorithm each
+SRIGL_DEVIATIONS = (
+    *((f"n_keep_offset={d:+d}", dict(n_keep_offset=d)) for d in (-1, 1, -2, 2)),
+    ("salient_grad_count='n_keep'", dict(salient_grad_count="n_keep")),
+    ("ablation_test='real'", dict(ablation_test="real")),
+    ("keep_alive=False", dict(keep_alive=False)),
+    ("regrow_emptied_rows=False", dict(regrow_emptied_rows=False)),
+    ("redistribute_fan_in=False", dict(redistribute_fan_in=False)),
+    ("reinit_grown=False", dict(reinit_grown=False)),
+    ("mask_momentum=False", dict(mask_momentum=False)),
+)
+RIGL_DEVIATIONS = (
+    ("keep_count='jaxpruner'", dict(keep_count="jaxpruner")),
+    ("inactive_below_active_zeros=True", dict(inactive_below_active_zeros=True)),
+    ("drop_fraction_dtype=float32", dict(drop_fraction_dtype=np.float32)),
+    ("mask_momentum=False", dict(mask_momentum=False)),
+)
+LIBRARY_GAMMA_SAL = 0.3         # sparsimony's default; it never passes gamma_sal on
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The deviations that reproduce a case's stored outputs.
+
+    Attributes
+    ----------
+    reproduced : tuple of str
+        Single deviations whose outputs equal the file's (labels as ``"keep_alive=False"``).
+    combinations : tuple of str
+        Pairs (``"a + b"``), tried only when no single deviation reproduces the file.
+    baseline : bool
+        Whether the reference *without* deviation (canonical ties) already reproduces it.
+    closest : tuple of (str, int)
+        Up to three deviations with the fewest differing mask positions, when nothing
+        reproduces the file.
+    text : str
+        One line for people.
+    """
+    reproduced: tuple
+    combinations: tuple
+    baseline: bool
+    closest: tuple
+    text: str
+
+
+def deviations(case: Case) -> tuple:
+    """The ``(label, kwargs)`` deviations tried for ``case`` (its method and inputs)."""
+    if case.method == "srigl":
+        found = list(SRIGL_DEVIATIONS)
+        if case.item("gamma_sal") != LIBRARY_GAMMA_SAL:
+            found.insert(4, (f"gamma_sal={LIBRARY_GAMMA_SAL}",
+                             dict(gamma_sal=LIBRARY_GAMMA_SAL)))
+        return tuple(found)
+    if case.method == "rigl":
+        return RIGL_DEVIATIONS
+    return ()
+
+
+def explain(case: Case, *, pairs: bool = True) -> Explanation:
+    """Try every named deviation (then pairs) on ``case`` and report those that reproduce it.
+
+    Parameters
+    ----------
+    case : Case
+        With stored outputs (``mask_out``, ``weight_out``, ...).
+    pairs : bool
+        Try pairs of deviations when no single one reproduces the file.
+
+    Returns
+    -------
+    Explanation
+    """
+    if case.method == "set":
+        return Explanation((), (), False, (), "explain: SET grows at random; no named "
+                                              "deviations to try")
+    if _reproduces(case, {}) == 0:
+        return Explanation((), (), True, (), "explain: no deviation needed: the reference "
+                           "with canonical ties (tie_break='stable') reproduces the file, so "
+                           "only the tie-break differs")
+    tried = deviations(case)
+    misses = {label: _reproduces(case, kw) for label, kw in tried}
+    single = tuple(label for label, miss in misses.items() if miss == 0)
+    combos = ()
+    if not single and pairs:
+        combos = tuple(f"{a} + {b}" for (a, ka), (b, kb) in itertools.combinations(tried, 2)
+                       if _compatible(ka, kb) and _reproduces(case, {**ka, **kb}) == 0)
+    closest = ()
+    if not single and not combos:
+        ranked = sorted((miss, label) for label, miss in misses.items() if miss is not None)
+        closest = tuple((label, miss) for miss, label in ranked[:3])
+    return Explanation(single, combos, False, closest, _text(single, combos, closest))
+
+
+def _compatible(a: dict, b: dict) -> bool:
+    return not set(a) & set(b)
+
+
+def _reproduces(case: Case, kwargs: dict) -> int | None:
+    """0 if the reference with ``kwargs`` reproduces the file; else the number of differing
+    mask positions (plus 1, so a mask-equal miss is not 0); None if the reference refused."""
+    a = case.arrays
+    kw = case.update_kwargs("stable")
+    kw.update(kwargs)
+    try:
+        if case.method == "srigl":
+            update = reference.srigl_update(a["weight"], a["mask"], a["grad"], **kw)
+        else:
+            update = reference.rigl_update(a["weight"], a["mask"], a["grad"], **kw)
+    except ValueError:
+        return None
+    if not differing_outputs(case, update):
+        return 0
+    return 1 + int(np.count_nonzero(case.expected["mask_out"] != update.mask))
+
+
+def _text(single, combos, closest) -> str:
+    if single:
+        return ("explain: reproduced exactly by the deviation" + ("s" if len(single) > 1
+                                                                    else "")
+                + " " + ", ".join(single) + " (each alone; srigl_ref.dst.reference)")
+    if combos:
+        return ("explain: no single deviation reproduces the file; these combinations of "
+                "two do: " + ", ".join(combos))
+    near = ", ".join(f"{label} ({miss - 1} mask positions off)" for label, miss in closest)
+    return ("explain: no named deviation (alone or in pairs) reproduces the file"
+            + (f"; closest: {near}" if near else ""))
