@@ -224,9 +224,9 @@ def _replay(args) -> int:
             first = first or r
     if first is not None:
         bad = sum(stages.values())
-        by_stage = ", ".join(f"stage {s}: {c}" for s, c in stages.items())
+        by_stage = ", ".join(f"{c} at stage {s}" for s, c in stages.items())
         print(f"{path}: first diverging update: {first.summary()}")
-        print(f"{path}: {n - bad} of {n} case(s) match, {bad} differ ({by_stage})")
+        print(f"{path}: {n} case(s): {n - bad} match, {bad} differ ({by_stage})")
         return 1
     done = f"all {n} case(s) match" if kw["expect"] else f"replayed {n} case(s)"
     print(f"{path}: {done}" + (f"; results in {args.out}" if args.out else ""))

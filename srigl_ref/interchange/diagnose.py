@@ -107,7 +107,7 @@ class StageDifference:
 
     def describe(self) -> str:
         rows = _rows_text(self.rows)
-        what = f"{self.n} {self.unit}{'s' if self.n != 1 else ''}" if self.n else ""
+        what = _count(self.n, self.unit) if self.n else ""
         parts = [p for p in (what, f"in {rows}" if rows and self.unit != "neuron" else "",
                              self.note) if p]
         return f"{self.stage}: {', '.join(parts)}"
@@ -357,8 +357,8 @@ class _Diagnoser:
                                                 note=f"{old.note}; {len(hits)} positions"),
                                 headline, old_first or first)
             else:
-                headline = (f"{summary.n} position{'s' if summary.n != 1 else ''} of "
-                            f"mask_out differ in {_rows_text(rows)}")
+                headline = (f"{_count(summary.n, 'position')} of mask_out "
+                            f"{'differs' if summary.n == 1 else 'differ'} in {_rows_text(rows)}")
                 found[stage] = (summary, headline, first)
 
     def _values(self, found, key, stage, expected, ours) -> None:
@@ -370,8 +370,9 @@ class _Diagnoser:
         rows = tuple(sorted({int(p) // fan for p in differ}))
         why = ("W * M_new, grown-from-inactive weights at +0.0 (bitwise: -0.0 != +0.0)"
                if stage == "weight" else "momentum * M_new (bitwise)")
-        headline = (f"{key}: {differ.size} position{'s' if differ.size != 1 else ''} differ "
-                    f"bitwise where the masks agree, in {_rows_text(rows)}")
+        headline = (f"{key}: {_count(differ.size, 'position')} "
+                    f"{'differs' if differ.size == 1 else 'differ'} bitwise where the masks "
+                    f"agree, in {_rows_text(rows)}")
         found[stage] = (StageDifference(stage, int(differ.size), rows), headline,
                         self._at(key, int(differ[0]), expected, ours, stage, why))
 
@@ -561,6 +562,10 @@ def _single(first: Mismatch, headline: str, outputs: tuple) -> Diagnosis:
 
 def _bits(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).view(f"u{a.itemsize}")
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'s' if n != 1 else ''}"
 
 
 def _alive(ablated: bool) -> str:

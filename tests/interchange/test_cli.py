@@ -31,12 +31,48 @@ def test_replay_mismatch_exits_1_and_names_position_and_stage(capsys, tmp_path):
     assert f"flat index {p}" in text and "MISMATCH" in text and "stage " in text
     assert main(["replay", str(tmp_path), "--expect"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert "first diverging update" in lines[0] and lines[1].endswith("1 of 1 case(s) differ")
+    assert lines[0].startswith(f"{tmp_path / 'c.npz'} [step {int(arrays['step'])}]: MISMATCH "
+                               f"stage keep: 1 position of mask_out differs in row ")
+    assert "first diverging update" in lines[1]
+    assert lines[-1] == f"{tmp_path}: 1 case(s): 0 match, 1 differ (1 at stage keep)"
+
+
+def test_folder_replay_lists_every_case_with_verdict_and_stage(capsys, tmp_path):
+    for i, path in enumerate(SRIGL[:3]):
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        if i == 1:
+            arrays["weight_out"] = -arrays["weight_out"]
+        np.savez(tmp_path / f"case_{i}.npz", **arrays)
+    assert main(["replay", str(tmp_path), "--expect"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path / 'case_0.npz'} [step {int(np.load(SRIGL[0])['step'])}]: " \
+                       f"match"
+    assert lines[1].startswith(f"{tmp_path / 'case_1.npz'} [step ")
+    assert ": MISMATCH stage weight: weight_out: " in lines[1]
+    assert lines[2].endswith(": match")
+    assert lines[-1] == f"{tmp_path}: 3 case(s): 2 match, 1 differ (1 at stage weight)"
+
+
+def test_strict_compares_threshold_and_explain_names_the_deviation(capsys, tmp_path, rng):
+    from tests.interchange.test_replay import another_implementation
+    with np.load(SRIGL[3]) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["threshold"] = arrays["threshold"] + 1
+    np.savez(tmp_path / "t.npz", **arrays)
+    assert main(["replay", str(tmp_path / "t.npz"), "--expect"]) == 0
+    assert main(["replay", str(tmp_path / "t.npz"), "--strict"]) == 1
+    assert "MISMATCH: stage ablation: threshold: file" in capsys.readouterr().out
+    path, _ = another_implementation(tmp_path, rng, n_keep_offset=-1)
+    assert main(["replay", str(path), "--explain"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH: stage count: n_keep: file" in out
+    assert "explain: reproduced exactly by the deviation n_keep_offset=-1" in out
 
 
 def test_stable_replay_of_tied_golden_folder_exits_1(capsys):
     assert main(["replay", str(SRIGL[0].parent), "--expect", "--tie-break", "stable"]) == 1
-    assert "case(s) differ" in capsys.readouterr().out
+    assert " differ (" in capsys.readouterr().out.splitlines()[-1]
 
 
 @pytest.mark.parametrize("argv, message", [

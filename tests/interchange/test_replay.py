@@ -1,16 +1,17 @@
-"""Replaying case files: golden cases match, corrupted outputs are explained.
+"""Replaying case files: golden cases match, corrupted outputs are diagnosed.
 
 Golden cases are the authors' PyTorch results (tests/golden/README.md): under
-``tie_break="torch_cpu"`` every one must replay to a match, under ``"stable"`` the
-tie-free ones. A deliberately corrupted expected output must be reported at the corrupted
-position with the stage that decided it (docs/interchange.md section 2).
+``tie_break="torch_cpu"`` every one must replay to a match (strictly: ablated order,
+threshold included), under ``"stable"`` the tie-free ones. A deliberately corrupted
+expected output must be reported at the corrupted position with the stage that decided
+it (docs/interchange.md section 2).
 """
 import json
 
 import numpy as np
 import pytest
 
-from srigl_ref.interchange import cases, replay
+from srigl_ref.interchange import cases, diagnose, replay
 from tests.dst.test_golden import RIGL, SRIGL, check_exact
 
 GOLDEN = SRIGL + RIGL
@@ -18,7 +19,7 @@ GOLDEN = SRIGL + RIGL
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: f"{p.parent.name}-{p.stem}")
 def test_golden_case_replays_to_a_match_under_torch_cpu(path):
-    r = replay.replay_file(path)
+    r = replay.replay_file(path, strict=True)
     assert r.tie_break == "torch_cpu" and r.compared
     assert r.mismatch is None, r.summary()
     check_exact(np.load(path), r.update)           # the same verdict as tests/dst
@@ -27,7 +28,7 @@ def test_golden_case_replays_to_a_match_under_torch_cpu(path):
 @pytest.mark.parametrize("path", [p for p in GOLDEN if not np.load(p)["ties"]],
                          ids=lambda p: f"{p.parent.name}-{p.stem}")
 def test_tie_free_golden_case_replays_to_a_match_under_stable(path):
-    r = replay.replay_file(path, tie_break="stable")
+    r = replay.replay_file(path, tie_break="stable", strict=True)
     assert r.mismatch is None, r.summary()
 
 
@@ -42,7 +43,7 @@ def test_keep_set_lies_in_the_recomputed_ranking(path):
     """Attribution recomputes our pre-cap keep ranking; the cap only removes from it."""
     case = cases.read_case(path)
     u = replay.run_case(case)
-    ranked = replay._ranked_keep(case, u, "torch_cpu").reshape(u.kept.shape)
+    ranked = diagnose._ranked_keep(case, u, "torch_cpu").reshape(u.kept.shape)
     assert not (u.kept & ~ranked).any()
     rows = ranked.reshape(ranked.shape[0], -1).sum(1)
     kept_rows = u.kept.reshape(ranked.shape[0], -1).sum(1)
@@ -65,17 +66,26 @@ def flip(a, p):
     return a
 
 
+def first_difference(path, strict=False):
+    """The diagnosis of ``path``'s replay and its first concrete position."""
+    d = replay.replay_file(path, expect=True, strict=strict).mismatch
+    assert d is not None
+    return d, d.first
+
+
 def test_mismatch_in_the_keep_set_is_attributed_to_keep(tmp_path):
     path = SRIGL[1]                                  # tie-free, nothing ablated
     d, u = np.load(path), replay.replay_file(path).update
     p = int(np.flatnonzero(u.kept)[7])              # a kept position, active in both
     f = corrupted(tmp_path, path, mask_out=flip(d["mask_out"], p))
-    m = replay.replay_file(f, expect=True).mismatch
+    diag, m = first_difference(f)
     F = d["weight"][0].size
+    assert diag.stage == "keep" and diag.outputs == ("mask_out",)
     assert (m.key, m.stage, m.index, m.row, m.column) == ("mask_out", "keep", p, p // F,
                                                           p % F)
     assert (m.expected, m.got) == ("inactive", "active")
     assert f"flat index {p}" in m.describe() and "stage keep" in m.describe()
+    assert diag.describe().startswith("stage keep: 1 position of mask_out differs in row ")
 
 
 def test_mismatch_at_a_grown_position_is_attributed_to_grow(tmp_path):
@@ -84,15 +94,15 @@ def test_mismatch_at_a_grown_position_is_attributed_to_grow(tmp_path):
     grown = np.flatnonzero(u.mask & ~u.kept)
     assert grown.size
     p = int(grown[0])
-    m = replay.replay_file(corrupted(tmp_path, path, mask_out=flip(d["mask_out"], p))).mismatch
-    assert (m.stage, m.index, m.got) == ("grow", p, "active")
+    diag, m = first_difference(corrupted(tmp_path, path, mask_out=flip(d["mask_out"], p)))
+    assert (diag.stage, m.stage, m.index, m.got) == ("grow", "grow", p, "active")
 
 
 def test_extra_position_in_expected_mask_inactive_before_is_grow(tmp_path):
     path = SRIGL[1]
     d = np.load(path)
     p = int(np.flatnonzero(~d["mask"] & ~d["mask_out"])[0])
-    m = replay.replay_file(corrupted(tmp_path, path, mask_out=flip(d["mask_out"], p))).mismatch
+    _, m = first_difference(corrupted(tmp_path, path, mask_out=flip(d["mask_out"], p)))
     assert (m.stage, m.index, m.expected, m.got) == ("grow", p, "active", "inactive")
 
 
@@ -101,34 +111,55 @@ def test_cap_decided_position_is_attributed_to_cap(tmp_path):
     path = next(p for p in SRIGL if json.loads(np.load(p)["meta"].item())["cap_binds"])
     case = cases.read_case(path)
     u = replay.run_case(case)
-    ranked = replay._ranked_keep(case, u, "torch_cpu").reshape(u.mask.shape)
+    ranked = diagnose._ranked_keep(case, u, "torch_cpu").reshape(u.mask.shape)
     p = int(np.flatnonzero(ranked & ~u.mask)[0])    # ranked in, cut by the cap, not regrown
-    m = replay.replay_file(corrupted(tmp_path, path,
-                                     mask_out=flip(np.load(path)["mask_out"], p))).mismatch
+    _, m = first_difference(corrupted(tmp_path, path,
+                                      mask_out=flip(np.load(path)["mask_out"], p)))
     assert (m.stage, m.index, m.expected, m.got) == ("cap", p, "active", "inactive")
     assert "removed by the cap" in m.reason
 
 
-def test_ablated_list_difference_comes_first(tmp_path):
+def test_ablated_order_and_threshold_differ_only_under_strict(tmp_path):
+    """Another implementation need not order its ablated list or have our threshold."""
     path = next(p for p in SRIGL if np.load(p)["ablated"].size >= 2)
     d = np.load(path)
     swapped = d["ablated"].copy()
     swapped[[0, 1]] = swapped[[1, 0]]
-    m = replay.replay_file(corrupted(tmp_path, path, ablated=swapped,
-                                     mask_out=~d["mask_out"])).mismatch
-    assert (m.key, m.stage, m.index) == ("ablated", "ablation", 0)
-    assert (m.expected, m.got) == (int(swapped[0]), int(d["ablated"][0]))
+    f = corrupted(tmp_path, path, ablated=swapped, threshold=d["threshold"] + 1)
+    assert replay.replay_file(f, expect=True).mismatch is None
+    diag, m = first_difference(f, strict=True)
+    assert diag.stage == "ablation" and diag.outputs == ("ablated order", "threshold")
+    assert (m.key, m.index, m.expected, m.got) == ("ablated", 0, int(swapped[0]),
+                                                  int(d["ablated"][0]))
     assert m.describe().startswith("ablated[0]: expected")
+    g = corrupted(tmp_path, path, threshold=d["threshold"] + 1)
+    diag, m = first_difference(g, strict=True)
+    assert (diag.stage, m.key, m.expected) == ("ablation", "threshold",
+                                               int(d["threshold"]) + 1)
+    assert diag.headline.startswith(f"threshold: file {int(d['threshold']) + 1}, srigl-ref")
 
 
-def test_threshold_and_fan_in_are_ablation_stage(tmp_path):
+def test_ablated_set_difference_is_the_ablation_stage(tmp_path):
+    path = next(p for p in SRIGL if np.load(p)["ablated"].size >= 1)
+    d = np.load(path)
+    gone = int(d["ablated"][0])
+    revived = next(i for i in range(d["weight"].shape[0]) if i not in d["ablated"])
+    f = corrupted(tmp_path, path, ablated=np.array(sorted({*d["ablated"].tolist(), revived}
+                                                          - {gone}), np.int64))
+    diag, m = first_difference(f)
+    assert diag.stage == "ablation" and diag.outputs == ("ablated",)
+    assert (m.key, m.row) == ("ablated", min(gone, revived))
+    assert f"only in file [{revived}]" in diag.headline
+    assert f"only in srigl-ref [{gone}]" in diag.headline
+
+
+def test_fan_in_difference_is_the_fan_in_stage(tmp_path):
     path = SRIGL[3]
     d = np.load(path)
-    m = replay.replay_file(corrupted(tmp_path, path, threshold=d["threshold"] + 1)).mismatch
-    assert (m.key, m.stage) == ("threshold", "ablation")
-    m = replay.replay_file(corrupted(tmp_path, path, k_out=d["k_out"] + 1)).mismatch
-    assert (m.key, m.stage, m.expected, m.got) == ("k_out", "ablation", int(d["k_out"]) + 1,
-                                                   int(d["k_out"]))
+    diag, m = first_difference(corrupted(tmp_path, path, k_out=d["k_out"] + 1))
+    assert (diag.stage, m.key, m.expected, m.got) == ("fan_in", "k_out", int(d["k_out"]) + 1,
+                                                      int(d["k_out"]))
+    assert diag.headline == f"k: file {int(d['k_out']) + 1}, srigl-ref {int(d['k_out'])}"
 
 
 def test_signed_zero_is_a_weight_stage_mismatch(tmp_path):
@@ -137,7 +168,8 @@ def test_signed_zero_is_a_weight_stage_mismatch(tmp_path):
     w = d["weight_out"].copy()
     p = int(np.flatnonzero(~d["mask_out"])[0])
     w.flat[p] = -0.0 if np.signbit(w.flat[p]) == 0 else 0.0
-    m = replay.replay_file(corrupted(tmp_path, path, weight_out=w)).mismatch
+    diag, m = first_difference(corrupted(tmp_path, path, weight_out=w))
+    assert diag.stage == "weight" and diag.outputs == ("weight_out",)
     assert (m.key, m.stage, m.index) == ("weight_out", "weight", p)
     assert {m.expected, m.got} == {"-0.0", "0.0"}
 
@@ -148,7 +180,8 @@ def test_momentum_difference_is_a_momentum_stage_mismatch(tmp_path):
     mom = d["momentum_out"].copy()
     p = int(np.flatnonzero(d["mask_out"])[3])
     mom.flat[p] += 1.0
-    m = replay.replay_file(corrupted(tmp_path, path, momentum_out=mom)).mismatch
+    diag, m = first_difference(corrupted(tmp_path, path, momentum_out=mom))
+    assert diag.stage == "momentum"
     assert (m.key, m.stage, m.index) == ("momentum_out", "momentum", p)
 
 
@@ -182,7 +215,7 @@ def test_directory_of_golden_cases_replays_in_path_order():
     (dict(method=np.array("magic")), r"key 'method' == 'magic', must be one of"),
     (dict(tie_break=np.array("random")), r"key 'tie_break' == 'random'"),
     (dict(meta=np.array("{not json")), r"key 'meta' is not valid JSON"),
-    (dict(drop="k_out"), r"missing key 'k_out' \(mask_out is present"),
+    (dict(drop="weight_out"), r"missing key 'weight_out' \(mask_out is present"),
 ])
 def test_bad_case_files_are_refused_naming_file_and_key(tmp_path, change, message):
     with np.load(SRIGL[0]) as z:
@@ -214,3 +247,56 @@ def test_expect_without_outputs_is_an_error(tmp_path):
     assert replay.replay_file(tmp_path / "inputs.npz", expect=False).mismatch is None
     with pytest.raises(ValueError, match=r"inputs\.npz: no stored outputs"):
         replay.replay_file(tmp_path / "inputs.npz", expect=True)
+
+
+def another_implementation(tmp_path, rng, name="other.npz", *, keys=("mask_out",
+                           "weight_out", "momentum_out"), **deviation):
+    """A case file as another SRigL would write it: the reference with ``deviation``,
+    stored with only ``keys`` among the outputs (no threshold, order or keep set)."""
+    from srigl_ref.dst import reference
+    from tests.interchange.conftest import make_layer
+    weight, mask, grad, momentum = make_layer(rng, (24, 40), 0.9, dead_rows=(2, 5, 9))
+    u = reference.srigl_update(weight, mask, grad, sparsity=0.9, drop_fraction=0.3,
+                               gamma_sal=0.3, momentum=momentum, **deviation)
+    outputs = dict(mask_out=u.mask, weight_out=u.weight, momentum_out=u.momentum,
+                   ablated=u.ablated, k_out=np.int64(u.fan_in))
+    path = tmp_path / name
+    np.savez(path, method=np.array("srigl"), tie_break=np.array("stable"), weight=weight,
+             mask=mask, grad=grad, momentum=momentum, drop_fraction=np.float64(0.3),
+             sparsity=np.float64(0.9), gamma_sal=np.float64(0.3),
+             dynamic_ablation=np.bool_(True), ablation_exempt=np.bool_(False),
+             use_sparse_const_fan_in_for_ablation=np.bool_(True),
+             **{k: outputs[k] for k in keys})
+    return path, u
+
+
+def test_outputs_without_threshold_order_or_kept_replay_to_a_match(tmp_path, rng):
+    path, _ = another_implementation(tmp_path, rng)
+    r = replay.replay_file(path, expect=True)
+    assert r.mismatch is None, r.summary()
+
+
+def test_one_weight_drop_count_difference_is_reported_as_n_keep(tmp_path, rng):
+    path, u = another_implementation(tmp_path, rng, n_keep_offset=-1)
+    n_keep = u.n_keep + 1                           # the authors' count, one more
+    n_prune = int(np.load(path)["mask"].sum()) - n_keep
+    diag = replay.replay_file(path, expect=True).mismatch
+    assert diag.stage == "count"
+    assert diag.headline.startswith(f"n_keep: file {n_keep - 1}, srigl-ref {n_keep} (n_prune: "
+                                    f"file {n_prune + 1}, srigl-ref {n_prune};")
+    assert diag.first.stage == "count" and diag.first.key == "mask_out"
+    assert f"ranked {n_keep} by |W|" in diag.first.reason
+    assert diag.describe().startswith("stage count: n_keep: file")
+
+
+@pytest.mark.parametrize("deviation, stage", [
+    (dict(redistribute_fan_in=False), "fan_in"), (dict(reinit_grown=False), "weight"),
+    (dict(mask_momentum=False), "momentum")])
+def test_deviant_outputs_are_named_by_stage(tmp_path, rng, deviation, stage):
+    """(Ablation deviations need special states: tests/test_testing.py generates them.)"""
+    path, _ = another_implementation(tmp_path, rng, keys=("mask_out", "weight_out",
+                                                           "momentum_out", "ablated"),
+                                     **deviation)
+    diag = replay.replay_file(path, expect=True).mismatch
+    assert diag is not None and diag.stage == stage, diag and diag.describe()
+    assert f"stage {stage}" in diag.describe()
