@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dst import reference
+from ..dst import TopologyUpdate, reference
 from .cases import Case
 from .diagnose import differing_outputs
 
@@ -128,10 +128,26 @@ def _reproduces(case: Case, kwargs: dict) -> int | None:
         else:
             update = reference.rigl_update(a["weight"], a["mask"], a["grad"], **kw)
     except ValueError:
-        return None
+        if case.method != "srigl" or case.expected["mask_out"].any():
+            return None
+        update = _emptied(case, kw)   # e.g. keep_alive=False ablates every neuron
     if not differing_outputs(case, update):
         return 0
     return 1 + int(np.count_nonzero(case.expected["mask_out"] != update.mask))
+
+
+def _emptied(case: Case, kw: dict) -> TopologyUpdate:
+    """The layer with every neuron ablated, where the reference refuses to go (no neuron
+    left to hold the budget) and the file went: an empty mask, ``W * 0`` (signs kept)."""
+    a, exp = case.arrays, case.expected
+    empty = np.zeros(a["mask"].shape, np.bool_)
+    momentum = kw["momentum"]
+    if momentum is not None and kw.get("mask_momentum", True):
+        momentum = momentum * empty
+    k = int(exp["k_out"]) if "k_out" in exp else -1          # undefined: not compared
+    return TopologyUpdate(empty, a["weight"] * empty, momentum, empty,
+                          np.arange(empty.shape[0], dtype=np.int64), k, -1,
+                          int(np.count_nonzero(a["mask"])), 0)
 
 
 def _text(single, combos, closest) -> str:
