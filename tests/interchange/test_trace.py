@@ -168,6 +168,6 @@ def test_set_without_seed_checks_the_number_grown(tmp_path, rng):
     grown = np.flatnonzero(arrays["mask_out"] & ~u.kept)
     arrays["mask_out"].flat[grown[0]] = False                  # one grown position fewer
     np.savez(path, **arrays)
-    m = replay.replay_file(path).mismatch
+    m = replay.replay_file(path).mismatch.first
     assert (m.stage, m.expected, m.got) == ("grow", f"{grown.size - 1} grown",
                                             f"{grown.size} grown")
