@@ -296,7 +296,7 @@ def _compare_ablation(exp: dict, update: TopologyUpdate) -> Mismatch | None:
 def _ranked_keep(case: Case, update: TopologyUpdate, tie_break: str) -> np.ndarray:
     """Our SRigL keep ranking before the cap: top ``n_keep`` ``|W|``, ablated rows last.
 
-    Returns bool [out, F] (SPEC section 6 steps 2 and 5; SPEC-torch-ties item 2).
+    Returns bool [out, F] (docs/algorithm.md §6.2, §6.5, §13.4 item 2).
     """
     a = case.arrays
     out = a["weight"].shape[0]
