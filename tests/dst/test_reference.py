@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+import srigl_ref
 from srigl_ref.dst import reference
 from tests.dst.test_golden import RIGL, SRIGL, check_exact, srigl_kwargs
 
@@ -275,3 +276,50 @@ def test_weight_outside_the_mask_is_rejected():
     weight[0, 9] = 1.0
     with pytest.raises(ValueError, match=r"weight has 1 nonzero value\(s\) outside mask"):
         reference.srigl_update(weight, mask, grad, sparsity=0.5, drop_fraction=0.2)
+
+
+def _error(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+    return None
+
+
+def bad_srigl_calls():
+    """(args, kwargs) of srigl_update calls that must fail, built on ``layer()``."""
+    w, m, g, mom = layer()
+    base = dict(sparsity=0.5, drop_fraction=0.2)
+    w_out = w.copy()
+    w_out[0, 9] = 1.0
+    g_nan = g.copy()
+    g_nan[1, 2] = np.nan
+    return [
+        ((w, m[:, :-1], g), base),
+        ((w, m, g.T.copy()), base),
+        ((w[0], m[0], g[0]), base),
+        ((w, m.astype(np.float32), g), base),
+        ((w.astype(np.int64), m, g), base),
+        ((w, m, g.tolist()), base),
+        ((w, m, None), base),
+        ((w, m, g_nan), base),
+        ((w_out, m, g), base),
+        ((w, m, g), dict(base, momentum=mom[:, :2])),
+        ((w, m, g), dict(base, drop_fraction=1.1)),
+        ((w, m, g), dict(base, sparsity=1.0)),
+        ((w, m, g), dict(base, sparsity=0.99)),                # k == 0
+        ((w, m, g), dict(base, gamma_sal=-0.1)),
+        ((w, m, g), dict(base, gamma_sal=2.5)),
+        ((w, m, g), dict(base, ablation=1)),
+        ((w, m, g), dict(base, ablation_base="sparse-ish")),
+        ((w, m, g), dict(base, grown_init="zero")),
+        ((w, m, g), dict(base, tie_break="random")),
+    ]
+
+
+@pytest.mark.parametrize("call", range(len(bad_srigl_calls())))
+def test_srigl_errors_equal_the_fast_path(call):
+    args, kwargs = bad_srigl_calls()[call]
+    want = _error(srigl_ref.srigl_update, *args, **kwargs)
+    assert want is not None
+    assert _error(reference.srigl_update, *args, **kwargs) == want
