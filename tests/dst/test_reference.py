@@ -4,6 +4,7 @@ deviations, its errors.
 Equality with the fast kernels on random states is in ``test_topology_reference.py``; the
 worked example of ``docs/algorithm.md §12`` is ``test_worked_example.py``.
 """
+import inspect
 import json
 
 import numpy as np
@@ -225,6 +226,54 @@ def test_rigl_mask_momentum_off_leaves_the_momentum():
     u = reference.rigl_update(weight, mask, grad, drop_fraction=0.5, momentum=momentum,
                               mask_momentum=False)
     assert u.momentum.tobytes() == momentum.tobytes()
+
+
+# ---------------------------------------------------------------- the deviation registry
+@pytest.mark.parametrize("method, update", [("srigl", reference.srigl_update),
+                                            ("rigl", reference.rigl_update)])
+def test_every_deviation_is_a_keyword_with_other_values_than_its_default(method, update):
+    parameters = inspect.signature(update).parameters
+    assert reference.DEVIATIONS[method]
+    for name, values in reference.DEVIATIONS[method].items():
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[name].default not in values and len(set(values)) == len(values)
+
+
+def changes_srigl(name, value):
+    """Whether ``name=value`` changes a constructed SRigL update (the cases above)."""
+    scenario = {"n_keep_offset": dict(ablation=False),
+                "salient_grad_count": dict(gamma_sal=0.5),
+                "ablation_test": dict(gamma_sal=0.3),
+                "keep_alive": dict(gamma_sal=6.0),
+                "regrow_emptied_rows": dict(drop_fraction=0.25, ablation=False),
+                "redistribute_fan_in": dict(gamma_sal=0.5),
+                "reinit_grown": dict(ablation=False, grown_init=0.25),
+                "mask_momentum": dict(ablation=False)}[name]
+    a, b = srigl(**scenario), srigl(**scenario, **{name: value})
+    return not (np.array_equal(a.mask, b.mask) and a.weight.tobytes() == b.weight.tobytes()
+                and a.momentum.tobytes() == b.momentum.tobytes())
+
+
+def test_every_srigl_deviation_value_changes_a_constructed_update():
+    for name, values in reference.DEVIATIONS["srigl"].items():
+        for value in values:
+            assert changes_srigl(name, value), (name, value)
+
+
+def test_every_rigl_deviation_value_changes_a_constructed_update():
+    weight, mask, grad = rigl_layer()
+    momentum = np.where(mask, 1.0, 0.0).astype(np.float32)
+    scenario = {"keep_count": dict(drop_fraction=0.5),
+                "inactive_below_active_zeros": dict(drop_fraction=0.0),
+                "drop_fraction_dtype": dict(drop_fraction=0.2 - 1e-12),
+                "mask_momentum": dict(drop_fraction=0.5)}
+    for name, values in reference.DEVIATIONS["rigl"].items():
+        for value in values:
+            kw = dict(scenario[name], momentum=momentum)
+            a = reference.rigl_update(weight, mask, grad, **kw)
+            b = reference.rigl_update(weight, mask, grad, **kw, **{name: value})
+            assert not (np.array_equal(a.kept, b.kept)
+                        and a.momentum.tobytes() == b.momentum.tobytes()), (name, value)
 
 
 # ---------------------------------------------------------------- errors
