@@ -1,6 +1,6 @@
 """srigl-ref: the reference implementation of SRigL in NumPy and Numba.
 
-Public names are those of ``API.md``; see the README for a tour.
+Public names are those of ``docs/api.md``; see the README for a tour.
 """
 from .condensed import CondensedLinear, condense, condensed_matmul
 from .dst import (TopologyUpdate, check_constant_fan_in, constant_fan_in, drop_fraction,

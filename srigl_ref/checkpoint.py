@@ -143,7 +143,7 @@ def write_json(path, obj) -> None:
 
 
 def read_summary(path) -> dict:
-    """Read and validate ``summary.json`` (the keys of API.md)."""
+    """Read and validate ``summary.json`` (the keys of docs/api.md)."""
     path = Path(path)
     try:
         summary = json.loads(path.read_text())

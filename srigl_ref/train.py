@@ -1,6 +1,6 @@
-"""The training loop of SPEC section 5, its metrics, checkpoints and progress output.
+"""The training loop of docs/algorithm.md §5, its metrics, checkpoints and progress output.
 
-One optimizer step, in this order (SPEC section 5)::
+One optimizer step, in this order (docs/algorithm.md §5)::
 
     forward -> loss -> backward (dense gradients of every parameter)
     if this step precedes an update: accumulate the dense gradients of the sparse weights
@@ -220,7 +220,7 @@ class Trainer:
         return loss, hits
 
     def _condensed_train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """``train_step`` with the condensed engine: the same order (SPEC section 5); the
+        """``train_step`` with the condensed engine: the same order (docs/algorithm.md §5); the
         dense gradients are computed only on the steps that record them."""
         cfg, st, engine = self.config, self.state, self.engine
         dense = self.schedule.needs_dense_grad(st.step + 1)
@@ -243,7 +243,7 @@ class Trainer:
             self.engine.store()
 
     def _record_dense_grad(self, grads: dict) -> None:
-        """Accumulate the dense gradients of the updated layers (SPEC section 5)."""
+        """Accumulate the dense gradients of the updated layers (docs/algorithm.md §5)."""
         self.dense_grad_records += 1
         for _, name, _ in self._updated_layers():
             if name in self.state.dense_grad:

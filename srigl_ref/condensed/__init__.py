@@ -1,4 +1,4 @@
-"""Condensed inference for constant fan-in layers (SPEC section 9)."""
+"""Condensed inference for constant fan-in layers (docs/algorithm.md §9)."""
 from .format import CondensedLinear, condense
 from .matmul import condensed_matmul, condensed_matmul_backward
 from .model import (CondensedModel, LayerReport, condense_model, from_checkpoint,

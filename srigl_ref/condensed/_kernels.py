@@ -4,7 +4,7 @@ Every kernel trusts its inputs (validated by ``matmul.py``): C-contiguous arrays
 dtype throughout (float32 or float64), indices in range. Numba does not bounds-check, so a
 bad index here reads or writes arbitrary memory.
 
-Layouts (SPEC section 9):
+Layouts (docs/algorithm.md §9):
 
 - row-major (training, backward): ``values [n, k]``; ``index [n, k]`` unsigned (uint16
   when ``in <= 65536``, else uint32);

@@ -1,4 +1,4 @@
-"""The condensed layer: ``CondensedLinear`` and ``condense`` (SPEC section 9).
+"""The condensed layer: ``CondensedLinear`` and ``condense`` (docs/algorithm.md §9).
 
 With constant fan-in every active neuron keeps exactly ``k`` inputs, so a layer is two
 small dense arrays, ``values [n_active, k]`` and ``indices [n_active, k]``; ablated neurons
@@ -181,7 +181,7 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 
 def condense(weight, mask, bias=None) -> CondensedLinear:
-    """Condense one constant fan-in layer (SPEC section 9).
+    """Condense one constant fan-in layer (docs/algorithm.md §9).
 
     The structure comes from ``mask``, never from ``weight != 0`` (a grown weight can be
     exactly 0): ``active_rows`` are the rows of ``mask`` with any True, ``indices[r]`` the

@@ -1,6 +1,6 @@
 """The condensed product ``y = x @ W.T`` from ``(values, indices)``: checks and kernel dispatch.
 
-SPEC section 9: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]] (+ bias[r])``.
+docs/algorithm.md §9: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]] (+ bias[r])``.
 ``condensed_matmul`` and ``condensed_matmul_backward`` are the public raw operations (no
 bias, any float dtype); ``CondensedLinear`` (``format.py``) calls ``forward`` directly with
 its pre-validated arrays in the kernels' lanes layout (``lanes_layout``).
@@ -200,7 +200,7 @@ def check_index_range(name: str, indices: np.ndarray, size: int, what: str) -> N
 def condensed_matmul(x, values, indices):
     """The raw condensed product, no bias: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]]``.
 
-    SPEC section 9. Validates everything and converts the index on every call (an O(nnz)
+    docs/algorithm.md §9. Validates everything and converts the index on every call (an O(nnz)
     pass); ``CondensedLinear`` keeps its index converted and is the fast path.
 
     Parameters

@@ -1,4 +1,6 @@
-"""Whole-model condensation: a trained masked model -> a condensed inference model (SPEC section 9).
+"""Whole-model condensation: a trained masked model -> a condensed inference model.
+
+``docs/algorithm.md §9``.
 
 ``condense_model(model, masks)`` walks ``model.layers`` once and builds a list of inference
 ops that compute the same logits as the masked dense ``model.forward(x, train=False)``:
@@ -541,7 +543,7 @@ def _from_arrays(arrays) -> CondensedModel:
 # ----------------------------------------------------------------------------- condensing
 
 def condense_model(model: Model, masks: dict, *, conv: str = DEFAULT_CONV) -> CondensedModel:
-    """Condense a trained masked model for inference (SPEC section 9, whole model).
+    """Condense a trained masked model for inference (docs/algorithm.md §9, whole model).
 
     Parameters
     ----------

@@ -4,7 +4,7 @@ The masked engine (``Model`` + ``SGD`` with masks, ``train.py``) is the readable
 it multiplies dense weights that are zero outside the mask, so forward, backward and the
 optimizer step cost the dense amount of work whatever the density. With constant fan-in
 every active neuron of a layer has exactly ``k`` inputs, so the layer trains as two small
-arrays (SPEC section 9)::
+arrays (docs/algorithm.md §9)::
 
     values  [n_active, k]   the trained parameters (what SGD updates)
     indices [n_active, k]   int32, ascending per row; rows [n_active] int64, ascending
@@ -182,7 +182,7 @@ class CondensedTrainLinear:
         need_dx : bool
             False skips the input gradient (a first layer's), returning None.
         dense : bool
-            Also return the dense weight gradient (SPEC section 5: only on the steps before
+            Also return the dense weight gradient (docs/algorithm.md §5: only on the steps before
             a topology update).
 
         Returns
@@ -285,7 +285,7 @@ class CondensedEngine:
         """Rebuild from ``model.params``, ``optimizer.momentum_buffers`` and ``masks``.
 
         Condensed weights: structure from the mask, ``values`` and momentum gathered at the
-        active positions (SPEC section 6: kept weights carry their momentum, grown ones
+        active positions (docs/algorithm.md §6: kept weights carry their momentum, grown ones
         have 0 there). Every other parameter and buffer is linked, not copied.
         """
         params, bufs = self.model.params, self.optimizer.momentum_buffers
@@ -345,7 +345,7 @@ class CondensedEngine:
         dlogits : ndarray of shape (B, n_classes), the model's dtype
         cache : list, from ``forward(x, train=True)``
         dense : bool
-            Also compute ``dW = dY^T X`` of the condensed weights (SPEC section 5).
+            Also compute ``dW = dY^T X`` of the condensed weights (docs/algorithm.md §5).
 
         Returns
         -------

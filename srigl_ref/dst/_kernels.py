@@ -1,4 +1,4 @@
-"""Numba kernels of the SRigL/RigL topology update (stable tie-break, SPEC sections 1, 6-8).
+"""Numba kernels of the SRigL/RigL topology update (stable tie-break; docs/algorithm.md §1, §6-8).
 
 Scores are magnitudes ``|W|`` and ``|G|``. Kernels never see floats: they get the raw bits
 of the weight/gradient viewed as signed ints (``int32`` for float32, ``int64`` for float64)
@@ -127,7 +127,7 @@ def layer_threshold(bits, absmask, nbits, row_skip, pos_skip, n):
 
 @njit(cache=True)
 def select_top(bits, absmask, nbits, row_skip, pos_skip, n):
-    """Boolean [out, F] mask of the ``n`` largest eligible keys (SPEC section 1), and ``tied``.
+    """Boolean [out, F] mask of the ``n`` largest eligible keys (docs/algorithm.md §1); ``tied``.
 
     Arguments and ``tied`` as in ``layer_threshold``. Readable twin: ``reference.top_n``.
     """
@@ -168,7 +168,7 @@ def nonzero_counts(bits, absmask, mask):
 
 @njit(cache=True)
 def salient_counts(wbits, wabsmask, tw, take_w, gbits, gabsmask, tg, take_g):
-    """Per-neuron count of salient positions (SPEC section 7).
+    """Per-neuron count of salient positions (docs/algorithm.md §7).
 
     salient = (top ``n_keep`` of ``|W|``) union (top ``n_prune`` of ``|G|``), both over the
     whole layer, active or not, given as thresholds ``(tw, take_w)`` and ``(tg, take_g)``
@@ -198,7 +198,7 @@ def salient_counts(wbits, wabsmask, tw, take_w, gbits, gabsmask, tg, take_g):
 
 @njit(cache=True)
 def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_row, k):
-    """New constant fan-in mask of one SRigL update (SPEC section 6, steps 5-6).
+    """New constant fan-in mask of one SRigL update (docs/algorithm.md §6.5-6.6).
 
     Keep: the ``n_keep`` largest ``|W|`` over the non-ablated rows, given as the threshold
     ``(t, take)`` of ``layer_threshold`` with ``row_skip=ablated_row`` (ablated rows score
@@ -269,7 +269,7 @@ def srigl_keep_grow(wbits, wabsmask, t, take, gbits, gabsmask, gnbits, ablated_r
 
 @njit(cache=True)
 def apply_mask(weight, mask, new_mask, kept, grown_init):
-    """SPEC section 6 steps 7-8 on flat arrays: ``W * M_new``; grown-from-inactive = init.
+    """docs/algorithm.md §6.7-6.8 on flat arrays: ``W * M_new``; grown-from-inactive = init.
 
     ``weight`` float [N]; ``mask``, ``new_mask``, ``kept`` bool [N]. Grown = ``new_mask &
     ~kept``; of those, positions inactive in ``mask`` get ``grown_init`` (a dropped and

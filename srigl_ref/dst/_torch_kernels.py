@@ -1,9 +1,11 @@
-"""@njit kernels for ``tie_break="torch_cpu"``: torch's CPU sort/topk tie order (SPEC-torch-ties).
+"""@njit kernels for ``tie_break="torch_cpu"``: torch's CPU sort/topk tie order.
+
+``docs/algorithm.md §13``.
 
 torch on Linux/x86 sorts ``(value, index)`` pairs with the GNU C++ library's ``std::sort``
 (introsort), ``std::partial_sort`` and ``std::nth_element``, comparing values only,
 descending (``comp(a, b) := a.value > b.value``). These kernels are those algorithms, step
-for step as SPEC-torch-ties.md describes them, on a pair held as two parallel arrays: ``v``
+for step as docs/algorithm.md §13 describes them, on a pair held as two parallel arrays: ``v``
 (the values, float32 or float64; Numba specialises per dtype) and ``ix`` (int64 indices).
 Each primitive works in place on the range ``[first, last)``.
 
@@ -42,7 +44,7 @@ def _swap(v, ix, i, j):
     ix[i], ix[j] = ix[j], ix[i]
 
 
-# ---- primitives (SPEC-torch-ties "Primitives") ------------------------------------------
+# ---- primitives (docs/algorithm.md §13.1) -----------------------------------------------
 @njit(cache=True)
 def _unguarded_insert(v, ix, i):
     val = v[i]
@@ -159,7 +161,7 @@ def _heap_select(v, ix, first, middle, last):
             _adjust_heap(v, ix, first, 0, middle - first, val, vi)
 
 
-# ---- the three algorithms (SPEC-torch-ties "The three algorithms") ----------------------
+# ---- the three algorithms (docs/algorithm.md §13.2) -------------------------------------
 @njit(cache=True)
 def _straddles(first, last, lo, hi):
     """Whether some cut ``c`` in ``[lo, hi]`` has ``first < c < last``."""
@@ -225,7 +227,7 @@ def _introselect(v, ix, first, nth, last, depth):
     _insertion_sort(v, ix, first, last)
 
 
-# ---- how torch uses them (SPEC-torch-ties "How torch uses them") ------------------------
+# ---- how torch uses them (docs/algorithm.md §13.3) --------------------------------------
 @njit(cache=True)
 def _sort(v, ix, lo, hi):
     """``torch.sort(descending=True)`` on the whole pair array, exact at cuts ``[lo, hi]``."""
@@ -278,7 +280,7 @@ def topk_indices(values, k, sorted_):
     return ix[:k].copy()
 
 
-# ---- the SRigL / RigL stages (SPEC-torch-ties "Where SRigL/RigL call them") -------------
+# ---- the SRigL / RigL stages (docs/algorithm.md §13.4) ----------------------------------
 @njit(cache=True)
 def _mark_sorted_head(scores, b, marked):
     """``marked[sort(scores)[:b]] = True`` (item 1); scores 1-D, marked bool, same size."""
@@ -290,7 +292,7 @@ def _mark_sorted_head(scores, b, marked):
 
 @njit(cache=True)
 def salient_counts(sd, sg, n_keep, n_prune):
-    """Per-row count of the magnitude- or gradient-salient positions (SPEC section 7).
+    """Per-row count of the magnitude- or gradient-salient positions (docs/algorithm.md §7).
 
     sd, sg : [out, F] float (C-contiguous); returns int64 ``[out]``.
     """
@@ -308,7 +310,7 @@ def salient_counts(sd, sg, n_keep, n_prune):
 
 @njit(cache=True)
 def srigl_keep_grow(sd, sg, ablated, n_keep, k):
-    """Keep, cap and grow of one SRigL update in torch's tie order (SPEC section 6 steps 5-6).
+    """Keep, cap and grow of one SRigL update in torch's tie order (docs/algorithm.md §6.5-6.6).
 
     sd, sg : [out, F] float (C-contiguous, same dtype); ablated : int64 ``[|A|]``, ascending
     row indices. Returns ``(keep, grow)``, bool ``[out, F]`` each: the capped keep set and
@@ -365,7 +367,7 @@ def srigl_keep_grow(sd, sg, ablated, n_keep, k):
 
 @njit(cache=True)
 def rigl_keep_grow(sd, sg, n_keep, n_prune):
-    """Keep and grow of one RigL update in torch's tie order (SPEC section 8).
+    """Keep and grow of one RigL update in torch's tie order (docs/algorithm.md §8).
 
     sd, sg : [N] float (same dtype). Returns ``(keep, grow)``, bool ``[N]`` each (grow is
     disjoint from keep unless ``min(sg) - 1`` rounds to ``min(sg)``).

@@ -1,4 +1,4 @@
-"""Neuron ablation: which neurons to switch off at an update (SPEC section 7)."""
+"""Neuron ablation: which neurons to switch off at an update (docs/algorithm.md §7)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import numpy as np
 
 def ablation_threshold(gamma_sal: float, budget: int, out: int, fan: int,
                        ablation_base: str) -> int:
-    """Minimum salient count a neuron needs before the keep-alive lowering (SPEC section 7).
+    """Minimum salient count a neuron needs before the keep-alive lowering (docs/algorithm.md §7).
 
     ``gamma_sal >= 1`` is an absolute count; otherwise ``max(1, int(gamma_sal * base))``
     with ``base = budget // out`` (``"sparse"``) or ``fan`` (``"dense"``).
@@ -19,7 +19,7 @@ def ablation_threshold(gamma_sal: float, budget: int, out: int, fan: int,
 
 def ablated_from_counts(counts: np.ndarray, budget: int, fan: int, gamma_sal: float,
                         ablation_base: str) -> tuple[np.ndarray, int]:
-    """Neurons to ablate from their salient counts (SPEC section 7).
+    """Neurons to ablate from their salient counts (docs/algorithm.md §7).
 
     Parameters
     ----------

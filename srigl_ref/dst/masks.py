@@ -1,4 +1,4 @@
-"""Random initial masks and fan-in checks (SPEC sections 3, 4 and 10)."""
+"""Random initial masks and fan-in checks (docs/algorithm.md §3, §4, §10)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ from .._validate import as_mask, check_generator, check_int, check_shape, check_
 def random_fan_in_mask(shape, k, rng) -> np.ndarray:
     """Constant fan-in mask: every neuron gets exactly ``k`` inputs, uniformly at random.
 
-    SPEC section 4: one ``rng.choice(F, k, replace=False)`` draw per row, rows in order, so
+    docs/algorithm.md §4: one ``rng.choice(F, k, replace=False)`` draw per row, rows in order, so
     the same seed gives the same mask.
 
     Parameters
@@ -36,7 +36,7 @@ def random_fan_in_mask(shape, k, rng) -> np.ndarray:
 
 
 def random_mask(shape, sparsity, rng) -> np.ndarray:
-    """Unstructured random mask with ``N - int(S*N)`` active positions (SPEC section 4, RigL).
+    """Unstructured random mask, ``N - int(S*N)`` active positions (docs/algorithm.md §4, RigL).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Canonical selection "the n largest magnitudes, ties by lowest flat index" (SPEC section 1).
+"""Canonical selection "the n largest magnitudes, ties by lowest index" (docs/algorithm.md §1).
 
 The kernels in ``_kernels.py`` work on order-preserving integer keys of ``|x|``; this module
 turns float arrays into those keys and offers the selection as a plain function.

@@ -46,6 +46,28 @@ SALIENT_GRAD_COUNTS = ("n_prune", "n_keep")
 KEEP_COUNTS = ("authors", "jaxpruner")
 DROP_FRACTION_DTYPES = (np.float64, np.float32)
 
+# The named deviations of each update and their non-default values (the defaults, in the
+# signatures, are the authors' algorithm): what a search for "which single deviation
+# reproduces this other implementation" tries.
+DEVIATIONS = {
+    "srigl": {
+        "n_keep_offset": (-2, -1, 1, 2),
+        "salient_grad_count": ("n_keep",),
+        "ablation_test": ("real",),
+        "keep_alive": (False,),
+        "regrow_emptied_rows": (False,),
+        "redistribute_fan_in": (False,),
+        "reinit_grown": (False,),
+        "mask_momentum": (False,),
+    },
+    "rigl": {
+        "keep_count": ("jaxpruner",),
+        "inactive_below_active_zeros": (True,),
+        "drop_fraction_dtype": (np.float32,),
+        "mask_momentum": (False,),
+    },
+}
+
 
 # ------------------------------------------------------------------ docs/algorithm.md §1
 def top_n(scores: np.ndarray, n: int, eligible: np.ndarray | None = None) -> np.ndarray:

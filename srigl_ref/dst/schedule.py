@@ -1,4 +1,4 @@
-"""The topology-update schedule: drop fraction and update steps (SPEC section 5)."""
+"""The topology-update schedule: drop fraction and update steps (docs/algorithm.md §5)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +9,7 @@ from .._validate import check_int, check_real
 
 
 def drop_fraction(step, alpha, t_end) -> float:
-    """Cosine-annealed drop fraction ``alpha/2 * (1 + cos(step*pi/t_end))`` (SPEC section 5).
+    """Cosine-annealed drop fraction ``alpha/2 * (1 + cos(step*pi/t_end))`` (docs/algorithm.md §5).
 
     Evaluated in float64 with exactly this operation order and NumPy's ``cos``, as the
     authors' code does, so the result is bit-identical to theirs.
@@ -34,7 +34,7 @@ def drop_fraction(step, alpha, t_end) -> float:
 
 
 def update_steps(delta, t_end, total_steps) -> np.ndarray:
-    """Steps at which the topology is updated (SPEC section 5).
+    """Steps at which the topology is updated (docs/algorithm.md §5).
 
     ``step % delta == 0 and 0 < step < t_end and step <= total_steps``; the first update
     is at ``step == delta``.

@@ -1,6 +1,6 @@
 """Layer sparsities (uniform, ERK, ER), the budget ``B`` and the constant fan-in ``k``.
 
-SPEC sections 2 and 3. All arithmetic is Python float (float64) in the SPEC's operation
+docs/algorithm.md §2, §3. All arithmetic is Python float (float64) in that page's operation
 order, so results are bit-exact with the authors' code (checked against
 ``tests/golden/distributions.json``).
 """
@@ -15,7 +15,7 @@ DISTRIBUTIONS = ("erk", "uniform", "er")
 
 def layer_sparsities(shapes, density, distribution="erk", *, erk_power_scale=1.0,
                      dense_layers=()) -> list[float]:
-    """Per-layer sparsities for a global density (SPEC section 2).
+    """Per-layer sparsities for a global density (docs/algorithm.md §2).
 
     Parameters
     ----------
@@ -105,7 +105,7 @@ def _erk(sizes, raw, d, forced) -> list[float]:
 
 
 def fan_in_budget(shape, sparsity) -> int:
-    """Active weights a layer may hold: ``B = int(N * (1 - S))`` (SPEC section 3).
+    """Active weights a layer may hold: ``B = int(N * (1 - S))`` (docs/algorithm.md §3).
 
     Parameters
     ----------
@@ -123,7 +123,7 @@ def fan_in_budget(shape, sparsity) -> int:
 
 
 def constant_fan_in(shape, sparsity, n_ablated=0) -> int:
-    """Constant fan-in ``k = B // (out - n_ablated)`` (SPEC section 3).
+    """Constant fan-in ``k = B // (out - n_ablated)`` (docs/algorithm.md §3).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""One topology update of one layer: SRigL, RigL and SET (SPEC sections 6-8).
+"""One topology update of one layer: SRigL, RigL and SET (docs/algorithm.md §6-8).
 
 Pure functions: arrays in, a new ``TopologyUpdate`` out; inputs are never modified.
 Validation happens here, once; the per-layer work runs in the Numba kernels of
@@ -35,10 +35,10 @@ class TopologyUpdate:
     momentum : ndarray or None
         ``momentum * M_new`` (None if no momentum was given).
     kept : ndarray, bool, shape of the weight
-        The keep set ``K`` (SPEC section 6 step 5, after the cap); ``mask & ~kept`` were
+        The keep set ``K`` (docs/algorithm.md §6.5, after the cap); ``mask & ~kept`` were
         grown, ``old_mask & ~kept`` were dropped (some of them regrown).
     ablated : ndarray of int64
-        Ablated neurons in SPEC section 7 order (empty for RigL/SET or without ablation).
+        Ablated neurons in docs/algorithm.md §7 order (empty for RigL/SET or without ablation).
     fan_in : int
         Constant fan-in ``k`` after the update; -1 for unstructured methods.
     threshold : int
@@ -48,7 +48,7 @@ class TopologyUpdate:
     n_grown : int
         Grown positions (outside the keep set) that were inactive before. Inactive
         positions that enter the keep set with a zero score are active after but not
-        counted (SPEC section 6).
+        counted (docs/algorithm.md §6).
     n_keep : int
         Weights kept by magnitude, before the cap (after the nnz guard); -1 if not recorded.
     n_prune : int
@@ -97,7 +97,7 @@ def _n_prune_keep(mask2d: np.ndarray, drop_fraction: float) -> tuple[int, int]:
 
 def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
             threshold) -> TopologyUpdate:
-    """SPEC section 6 steps 7-8: ``W *= M_new``, grown-from-inactive set to ``grown_init``."""
+    """docs/algorithm.md §6.7-6.8: ``W *= M_new``, grown-from-inactive set to ``grown_init``."""
     new_mask = new_mask.reshape(w.shape)
     weight, n_pruned, n_grown = _kernels.apply_mask(w.ravel(), mask.ravel(), new_mask.ravel(),
                                                     kept.ravel(), grown_init)
@@ -124,7 +124,7 @@ def _check_common(drop_fraction, grown_init, tie_break) -> tuple[float, float]:
 def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, ablation=True,
                  ablation_base="sparse", grown_init=0.0, momentum=None,
                  tie_break="stable") -> TopologyUpdate:
-    """One SRigL update of one layer (SPEC sections 6 and 7).
+    """One SRigL update of one layer (docs/algorithm.md §6, §7).
 
     Parameters
     ----------
@@ -148,8 +148,8 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
     momentum : ndarray, float, shape of ``weight``, optional
         SGD momentum buffer; returned multiplied by the new mask.
     tie_break : {"stable", "torch_cpu"}
-        SPEC section 1: canonical (score descending, lowest flat index first), or the
-        authors' PyTorch CPU order (SPEC-torch-ties.md), bit for bit.
+        docs/algorithm.md §1: canonical (score descending, lowest flat index first), or the
+        authors' PyTorch CPU order (docs/algorithm.md §13), bit for bit.
 
     Returns
     -------
@@ -182,11 +182,11 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
     n_prune, n_keep = _n_prune_keep(m2, df)
     n_ones = n_prune + n_keep
     nnz = _nonzero_weights(w2, m2)
-    if nnz < n_keep:                                  # SPEC section 6 step 2 (nnz guard)
+    if nnz < n_keep:                                  # docs/algorithm.md §6.2 (nnz guard)
         n_keep, n_prune = nnz, n_ones - nnz
     stages = (_TorchStages if tie_break == "torch_cpu" else _StableStages)(w2, g2, n_keep)
     ablated, threshold = np.zeros(0, np.int64), -1
-    if ablation and gamma > 0:                        # SPEC section 7
+    if ablation and gamma > 0:                        # docs/algorithm.md §7
         counts = stages.salient_counts(n_prune)
         ablated, threshold = ablated_from_counts(counts, budget, fan, gamma, ablation_base)
     k = fan_in_from_budget(budget, w.shape, ablated.size, s)
@@ -195,7 +195,7 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
 
 
 class _StableStages:
-    """The selections of one SRigL update with canonical ties (SPEC sections 1, 6, 7).
+    """The selections of one SRigL update with canonical ties (docs/algorithm.md §1, §6, §7).
 
     ``salient_counts(n_prune)`` -> int64 [out]; ``keep_grow(ablated, k)`` -> ``(new_mask,
     kept)``, bool [out, F]. The keep threshold over all rows is shared by both stages.
@@ -235,7 +235,7 @@ class _StableStages:
 
 
 class _TorchStages:
-    """As ``_StableStages``, in the authors' PyTorch CPU tie order (SPEC-torch-ties.md).
+    """As ``_StableStages``, in the authors' PyTorch CPU tie order (docs/algorithm.md §13).
 
     The canonical kernels run first: where no selection boundary is tied and the cap does
     not bind, every tie order selects the same sets, so their result *is* torch's (given
@@ -263,7 +263,7 @@ class _TorchStages:
             keep, grow = torch_ties.srigl_keep_grow_torch(np.abs(self.w2), np.abs(self.g2),
                                                           ablated, self.n_keep, k)
             return keep | grow, keep
-        for i in np.flatnonzero(self.stable.grow_tied):      # SPEC-torch-ties item 4
+        for i in np.flatnonzero(self.stable.grow_tied):      # docs/algorithm.md §13.4 item 4
             sg = np.abs(self.g2[i])                          # [F]
             lifted = np.where(kept[i], sg.min() - 1, sg)
             grown = torch_ties.torch_topk(lifted, k - int(kept[i].sum()), sorted=True)
@@ -284,7 +284,7 @@ def _lifts_exact(w2, g2) -> bool:
 
 def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=None,
                 tie_break="stable") -> TopologyUpdate:
-    """One unstructured RigL update of one layer (SPEC section 8).
+    """One unstructured RigL update of one layer (docs/algorithm.md §8).
 
     Keep the ``n_keep`` largest ``|W|`` over the layer, grow the ``n_prune`` largest ``|G|``
     outside the keep set (no nnz guard, no fan-in constraint). Parameters as in
@@ -308,7 +308,7 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
 
 def set_update(weight, mask, *, drop_fraction, rng, grown_init=0.0,
                momentum=None) -> TopologyUpdate:
-    """One SET update of one layer (SPEC section 8): RigL's drop, uniform random regrowth.
+    """One SET update of one layer (docs/algorithm.md §8): RigL's drop, uniform random regrowth.
 
     Parameters as in ``rigl_update``; ``rng`` (numpy.random.Generator) draws the
     ``n_prune`` grown positions uniformly, without replacement, among those outside the

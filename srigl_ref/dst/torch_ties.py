@@ -1,7 +1,7 @@
-"""``tie_break="torch_cpu"``: the authors' PyTorch CPU tie order, reproduced (SPEC-torch-ties.md).
+"""``tie_break="torch_cpu"``: the authors' PyTorch CPU tie order (docs/algorithm.md §13).
 
 The stages of one SRigL / RigL update whose winners an unstable torch sort decides
-(SPEC-torch-ties "Where SRigL/RigL call them", items 1-5), plus torch's ``sort`` and
+(docs/algorithm.md §13.4, items 1-5), plus torch's ``sort`` and
 ``topk`` themselves. Thin wrappers over ``_torch_kernels``: the caller
 (``srigl_ref.dst.topology``) has validated its inputs and computed the scores
 ``sd = |W|``, ``sg = |G|`` (float32, or float64 for float64 weights) and the counts.
@@ -25,7 +25,7 @@ def torch_sort_desc(values: np.ndarray) -> np.ndarray:
     -------
     order : ndarray of shape (n,), int64
         The permutation torch returns: values descending, ties in libstdc++ ``std::sort``
-        order (SPEC-torch-ties "How torch uses them").
+        order (docs/algorithm.md §13.3).
     """
     return _tk.sort_desc_indices(np.ascontiguousarray(values))
 
@@ -34,7 +34,7 @@ def torch_topk(values: np.ndarray, k: int, sorted: bool = True) -> np.ndarray:
     """Indices of ``torch.topk(values, k, largest=True, sorted=sorted)`` on CPU.
 
     ``partial_sort`` when ``k * 64 <= n``, else ``nth_element`` and, if ``sorted``, a sort
-    of the first ``k - 1`` (SPEC-torch-ties "How torch uses them").
+    of the first ``k - 1`` (docs/algorithm.md §13.3).
 
     Parameters
     ----------
@@ -55,11 +55,11 @@ def torch_topk(values: np.ndarray, k: int, sorted: bool = True) -> np.ndarray:
 
 def salient_counts_torch(sd: np.ndarray, sg: np.ndarray, n_keep: int,
                          n_prune: int) -> np.ndarray:
-    """Salient positions per neuron for ablation, in torch's tie order (SPEC section 7).
+    """Salient positions per neuron for ablation, in torch's tie order (docs/algorithm.md §7).
 
     The magnitude-salient set is ``torch.sort(sd.ravel(), descending=True)[:n_keep]``, the
     gradient-salient set ``torch.sort(sg.ravel(), descending=True)[:n_prune]``
-    (SPEC-torch-ties item 1); a row's count is the size of the union within it.
+    (docs/algorithm.md §13.4 item 1); a row's count is the size of the union within it.
 
     Parameters
     ----------
@@ -78,9 +78,9 @@ def salient_counts_torch(sd: np.ndarray, sg: np.ndarray, n_keep: int,
 
 def srigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, ablated: np.ndarray, n_keep: int,
                           k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep and grow sets of one SRigL update in torch's tie order (SPEC section 6 steps 5-6).
+    """Keep and grow sets of one SRigL update in torch's tie order (docs/algorithm.md §6.5-6.6).
 
-    SPEC-torch-ties items 2-4: rows of ``ablated``, in ascending row order, are set to
+    docs/algorithm.md §13.4 items 2-4: rows of ``ablated``, in ascending row order, are set to
     ``min(sd) - 1`` (minimum over the layer as modified so far); keep =
     ``topk(sd.ravel(), n_keep, sorted=False)``; the cap sorts each row of keep as 0/1
     values, descending, and clears the positions after the first ``k``; then each row
@@ -92,7 +92,7 @@ def srigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, ablated: np.ndarray, n
     sd, sg : ndarray of shape (out, F), float32 or float64 (the same)
         ``|W|`` and ``|G|`` with each neuron flattened.
     ablated : ndarray of shape (n_ablated,), int64
-        Ablated neurons in any order (SPEC section 7 gives them by count); distinct.
+        Ablated neurons in any order (docs/algorithm.md §7 gives them by count); distinct.
     n_keep : int
         Section 6 step 2, after the nnz guard; in ``[0, out * F]``.
     k : int
@@ -105,7 +105,7 @@ def srigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, ablated: np.ndarray, n
     grow : ndarray of shape (out, F), bool
         torch's grow mask. The new mask is ``keep | grow``; positions in ``grow`` that were
         inactive in the old mask get ``grown_init``, all others keep their weight (an
-        inactive ``-0.0`` reached by the keep set stays ``-0.0``: SPEC section 6 step 7).
+        inactive ``-0.0`` reached by the keep set stays ``-0.0``: docs/algorithm.md §6.7).
         Disjoint from ``keep`` unless ``min(sg[i]) - 1`` rounds to ``min(sg[i])``.
     """
     ablated = np.sort(np.asarray(ablated, dtype=np.int64))
@@ -115,9 +115,9 @@ def srigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, ablated: np.ndarray, n
 
 def rigl_keep_grow_torch(sd: np.ndarray, sg: np.ndarray, n_keep: int,
                          n_prune: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep and grow sets of one RigL update in torch's tie order (SPEC section 8).
+    """Keep and grow sets of one RigL update in torch's tie order (docs/algorithm.md §8).
 
-    SPEC-torch-ties item 5: keep = ``topk(sd, N, sorted=True)[:n_keep]``; grow =
+    docs/algorithm.md §13.4 item 5: keep = ``topk(sd, N, sorted=True)[:n_keep]``; grow =
     ``topk(where(keep, min(sg) - 1, sg), N, sorted=True)[:n_prune]``.
 
     Parameters

@@ -223,7 +223,7 @@ def write_case(path, *, method, weight, mask, grad, momentum, sparsity, drop_fra
     drop_fraction : float in [0, 1]
         As passed to the update.
     step, t_end : int >= 0
-        Optimizer step of the update and the end of updates (SPEC section 5).
+        Optimizer step of the update and the end of updates (docs/algorithm.md §5).
     alpha : float in [0, 1]
     gamma_sal : float >= 0
         Stored for SRigL only (as ``gamma_sal``).

@@ -10,7 +10,7 @@ plus ``param_shapes()`` (what ``params`` must hold) and ``output_shape(in_shape)
 per-example shape after the layer). Activations are batch-first: ``[B, features]`` or
 ``[B, C, H, W]``. Weights use PyTorch's layout: Linear ``[out, in]``, Conv2d
 ``[out, C_in, kh, kw]``. Gradients are dense (a gradient at every weight position, active or
-not): masking is the optimizer's job (SPEC section 5). float32 for training; float64 is
+not): masking is the optimizer's job (docs/algorithm.md §5). float32 for training; float64 is
 accepted (for gradient checks); ``x``, ``params`` and ``dy`` must share one dtype.
 
 Forward checks shapes and dtypes (not finiteness: that is checked once, on the model's

@@ -1,5 +1,5 @@
 """Models built from ``layers``: MLP (LeNet-300-100), LeNet-5, a small VGG-style CNN; dense
-Kaiming init and the sparse init of SPEC section 4.
+Kaiming init and the sparse init of docs/algorithm.md §4.
 
 The model interface (the trainer relies on it)
 ----------------------------------------------
@@ -18,7 +18,7 @@ The model interface (the trainer relies on it)
 ``Model.backward(dlogits, cache) -> dict[str, ndarray]``
     The dense gradient of every parameter (``dW = dY^T X`` at every position, active or
     not), in ``params`` order. The model holds no masks: ``W`` is zero outside the mask
-    because the optimizer keeps it so (SPEC section 5), which makes the masked forward exact.
+    because the optimizer keeps it so (docs/algorithm.md §5), which makes the masked forward exact.
 ``Model.state_dict() / load_state_dict(state) / copy()``
     Copies of the parameters / restoring them / an independent model.
 
@@ -26,7 +26,7 @@ The model interface (the trainer relies on it)
 ``"lenet5"`` or ``"cnn"`` with dense Kaiming-normal weights (std ``sqrt(2/fan_in)``, as
 PyTorch's ``kaiming_normal_(mode="fan_in", nonlinearity="relu")``) and zero biases.
 ``sparse_init(model, sparsities, rng, init=...)`` then draws the masks and re-draws the
-sparse weights (SPEC section 4).
+sparse weights (docs/algorithm.md §4).
 """
 from __future__ import annotations
 
@@ -296,7 +296,7 @@ def build_model(name, input_shape, n_classes, *, rng, **kwargs) -> Model:
 
 def sparse_init(model: Model, sparsities, rng, init="kaiming", *,
                 structure="constant_fan_in") -> dict[str, np.ndarray]:
-    """Draw masks for ``model.sparse_names`` and re-draw those weights sparse (SPEC section 4).
+    """Draw masks for ``model.sparse_names``, re-draw those weights sparse (docs/algorithm.md §4).
 
     Layer by layer, in model order: the mask (``constant_fan_in``: exactly
     ``k0 = B // out`` active inputs per row, ``random_fan_in_mask``; ``unstructured``: the

@@ -1,16 +1,16 @@
-"""SGD with momentum, Nesterov and weight decay, masked as SPEC section 5 says; learning-rate
+"""SGD with momentum, Nesterov and weight decay, masked as docs/algorithm.md §5 says; learning-rate
 schedules (cosine and step, each with linear warm-up).
 
 One step on a parameter ``w`` with dense gradient ``g``, mask ``M`` (sparse weights only),
 momentum ``mu``, weight decay ``wd`` and learning rate ``lr`` (PyTorch ``SGD`` with
 ``dampening=0``; buffers start at 0, which equals PyTorch's "first buffer = first update")::
 
-    g = g * M                     # the gradient is masked (SPEC section 5)
+    g = g * M                     # the gradient is masked (docs/algorithm.md §5)
     g = g + wd * w                # weight decay on every parameter, biases too (as the authors)
     buf = mu * buf + g
     g = g + mu * buf   if nesterov else   buf
     w = w - lr * g
-    w *= M; buf *= M              # after the step (SPEC section 5)
+    w *= M; buf *= M              # after the step (docs/algorithm.md §5)
 
 So a weight outside the mask, and its momentum, stay exactly 0 through any number of steps.
 """
@@ -46,7 +46,7 @@ class SGD:
     ----------
     momentum_buffers : dict[str, ndarray]
         One buffer per parameter (same shape and dtype), zeros at the start. A topology
-        update replaces ``momentum_buffers[name]`` with its masked buffer (SPEC section 6).
+        update replaces ``momentum_buffers[name]`` with its masked buffer (docs/algorithm.md §6).
     """
 
     def __init__(self, params, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
@@ -147,7 +147,7 @@ class CosineLR:
     ``lr(step) = base_lr * (step + 1) / warmup_steps`` for ``step < warmup_steps``, else
     ``min_lr + (base_lr - min_lr) * (1 + cos(pi * t)) / 2`` with
     ``t = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to [0, 1].
-    ``step`` counts optimizer steps from 0 (SPEC section 5).
+    ``step`` counts optimizer steps from 0 (docs/algorithm.md §5).
     """
     base_lr: float
     total_steps: int

@@ -1,4 +1,4 @@
-"""Slow, literal transcription of SPEC-torch-ties.md (the libstdc++ algorithms torch CPU uses).
+"""Slow, literal transcription of docs/algorithm.md §13 (the libstdc++ algorithms torch CPU uses).
 
 The algorithmic reference for ``srigl_ref/dst/_torch_kernels.py``: every function below is a
 line-by-line copy of the spec page, in pure Python, on a list ``a`` of ``(value, index)``

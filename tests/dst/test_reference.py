@@ -4,11 +4,13 @@ deviations, its errors.
 Equality with the fast kernels on random states is in ``test_topology_reference.py``; the
 worked example of ``docs/algorithm.md §12`` is ``test_worked_example.py``.
 """
+import inspect
 import json
 
 import numpy as np
 import pytest
 
+import srigl_ref
 from srigl_ref.dst import reference
 from tests.dst.test_golden import RIGL, SRIGL, check_exact, srigl_kwargs
 
@@ -226,6 +228,54 @@ def test_rigl_mask_momentum_off_leaves_the_momentum():
     assert u.momentum.tobytes() == momentum.tobytes()
 
 
+# ---------------------------------------------------------------- the deviation registry
+@pytest.mark.parametrize("method, update", [("srigl", reference.srigl_update),
+                                            ("rigl", reference.rigl_update)])
+def test_every_deviation_is_a_keyword_with_other_values_than_its_default(method, update):
+    parameters = inspect.signature(update).parameters
+    assert reference.DEVIATIONS[method]
+    for name, values in reference.DEVIATIONS[method].items():
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[name].default not in values and len(set(values)) == len(values)
+
+
+def changes_srigl(name, value):
+    """Whether ``name=value`` changes a constructed SRigL update (the cases above)."""
+    scenario = {"n_keep_offset": dict(ablation=False),
+                "salient_grad_count": dict(gamma_sal=0.5),
+                "ablation_test": dict(gamma_sal=0.3),
+                "keep_alive": dict(gamma_sal=6.0),
+                "regrow_emptied_rows": dict(drop_fraction=0.25, ablation=False),
+                "redistribute_fan_in": dict(gamma_sal=0.5),
+                "reinit_grown": dict(ablation=False, grown_init=0.25),
+                "mask_momentum": dict(ablation=False)}[name]
+    a, b = srigl(**scenario), srigl(**scenario, **{name: value})
+    return not (np.array_equal(a.mask, b.mask) and a.weight.tobytes() == b.weight.tobytes()
+                and a.momentum.tobytes() == b.momentum.tobytes())
+
+
+def test_every_srigl_deviation_value_changes_a_constructed_update():
+    for name, values in reference.DEVIATIONS["srigl"].items():
+        for value in values:
+            assert changes_srigl(name, value), (name, value)
+
+
+def test_every_rigl_deviation_value_changes_a_constructed_update():
+    weight, mask, grad = rigl_layer()
+    momentum = np.where(mask, 1.0, 0.0).astype(np.float32)
+    scenario = {"keep_count": dict(drop_fraction=0.5),
+                "inactive_below_active_zeros": dict(drop_fraction=0.0),
+                "drop_fraction_dtype": dict(drop_fraction=0.2 - 1e-12),
+                "mask_momentum": dict(drop_fraction=0.5)}
+    for name, values in reference.DEVIATIONS["rigl"].items():
+        for value in values:
+            kw = dict(scenario[name], momentum=momentum)
+            a = reference.rigl_update(weight, mask, grad, **kw)
+            b = reference.rigl_update(weight, mask, grad, **kw, **{name: value})
+            assert not (np.array_equal(a.kept, b.kept)
+                        and a.momentum.tobytes() == b.momentum.tobytes()), (name, value)
+
+
 # ---------------------------------------------------------------- errors
 def test_torch_cpu_ties_point_to_the_fast_path():
     weight, mask, grad, _ = layer()
@@ -275,3 +325,50 @@ def test_weight_outside_the_mask_is_rejected():
     weight[0, 9] = 1.0
     with pytest.raises(ValueError, match=r"weight has 1 nonzero value\(s\) outside mask"):
         reference.srigl_update(weight, mask, grad, sparsity=0.5, drop_fraction=0.2)
+
+
+def _error(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+    return None
+
+
+def bad_srigl_calls():
+    """(args, kwargs) of srigl_update calls that must fail, built on ``layer()``."""
+    w, m, g, mom = layer()
+    base = dict(sparsity=0.5, drop_fraction=0.2)
+    w_out = w.copy()
+    w_out[0, 9] = 1.0
+    g_nan = g.copy()
+    g_nan[1, 2] = np.nan
+    return [
+        ((w, m[:, :-1], g), base),
+        ((w, m, g.T.copy()), base),
+        ((w[0], m[0], g[0]), base),
+        ((w, m.astype(np.float32), g), base),
+        ((w.astype(np.int64), m, g), base),
+        ((w, m, g.tolist()), base),
+        ((w, m, None), base),
+        ((w, m, g_nan), base),
+        ((w_out, m, g), base),
+        ((w, m, g), dict(base, momentum=mom[:, :2])),
+        ((w, m, g), dict(base, drop_fraction=1.1)),
+        ((w, m, g), dict(base, sparsity=1.0)),
+        ((w, m, g), dict(base, sparsity=0.99)),                # k == 0
+        ((w, m, g), dict(base, gamma_sal=-0.1)),
+        ((w, m, g), dict(base, gamma_sal=2.5)),
+        ((w, m, g), dict(base, ablation=1)),
+        ((w, m, g), dict(base, ablation_base="sparse-ish")),
+        ((w, m, g), dict(base, grown_init="zero")),
+        ((w, m, g), dict(base, tie_break="random")),
+    ]
+
+
+@pytest.mark.parametrize("call", range(len(bad_srigl_calls())))
+def test_srigl_errors_equal_the_fast_path(call):
+    args, kwargs = bad_srigl_calls()[call]
+    want = _error(srigl_ref.srigl_update, *args, **kwargs)
+    assert want is not None
+    assert _error(reference.srigl_update, *args, **kwargs) == want

@@ -24,7 +24,7 @@ def test_layer_sparsities_equal_naive(shapes, density, distribution, power, data
             srigl_ref.layer_sparsities(shapes, density, distribution, erk_power_scale=power,
                                        dense_layers=tuple(dense))
         return
-    if distribution != "uniform" and max(want) > 1:
+    if distribution != "uniform" and max(want) >= 1:      # no weight left for a sparse layer
         with pytest.raises(ValueError, match="too low for dense_layers"):
             srigl_ref.layer_sparsities(shapes, density, distribution, erk_power_scale=power,
                                        dense_layers=tuple(dense))
@@ -33,6 +33,14 @@ def test_layer_sparsities_equal_naive(shapes, density, distribution, power, data
                                      dense_layers=tuple(dense))
     assert got == want
     assert all(got[i] == 0.0 for i in dense)
+
+
+def test_dense_layers_that_take_exactly_the_whole_budget_raise():
+    """The forced-dense layer holds 2 of 3 weights at density 0.5: the other layer would get
+    sparsity exactly 1 (no weight at all), which is refused like a sparsity above 1."""
+    with pytest.raises(ValueError, match=r"density == 0.5 is too low for dense_layers == \[0\]"):
+        srigl_ref.layer_sparsities([(1, 2), (1, 1)], 0.5, "erk", erk_power_scale=0.5,
+                                   dense_layers=(0,))
 
 
 @given(shapes=model_shapes, density=st.floats(0.05, 1.0))
