@@ -500,7 +500,7 @@ def _our_n_keep(case: Case, update: TopologyUpdate) -> int:
 def _ranked_keep(case: Case, update: TopologyUpdate, tie_break: str) -> np.ndarray:
     """Our SRigL keep ranking before the cap: top ``n_keep`` ``|W|``, ablated rows last.
 
-    Returns bool [out, F] (``docs/algorithm.md §6.5``; §13 for torch_cpu).
+    Returns bool [out, F] (docs/algorithm.md §6.2, §6.5, §13.4 item 2).
     """
     a = case.arrays
     out = a["weight"].shape[0]

@@ -21,23 +21,6 @@ from ..dst import TopologyUpdate, reference, rigl_update, srigl_update
 from .cases import Case
 from .diagnose import differing_outputs
 
-# (label, keyword arguments): one deviation of the authors' algorithm each
-SRIGL_DEVIATIONS = (
-    *((f"n_keep_offset={d:+d}", dict(n_keep_offset=d)) for d in (-1, 1, -2, 2)),
-    ("salient_grad_count='n_keep'", dict(salient_grad_count="n_keep")),
-    ("ablation_test='real'", dict(ablation_test="real")),
-    ("keep_alive=False", dict(keep_alive=False)),
-    ("regrow_emptied_rows=False", dict(regrow_emptied_rows=False)),
-    ("redistribute_fan_in=False", dict(redistribute_fan_in=False)),
-    ("reinit_grown=False", dict(reinit_grown=False)),
-    ("mask_momentum=False", dict(mask_momentum=False)),
-)
-RIGL_DEVIATIONS = (
-    ("keep_count='jaxpruner'", dict(keep_count="jaxpruner")),
-    ("inactive_below_active_zeros=True", dict(inactive_below_active_zeros=True)),
-    ("drop_fraction_dtype=float32", dict(drop_fraction_dtype=np.float32)),
-    ("mask_momentum=False", dict(mask_momentum=False)),
-)
 LIBRARY_GAMMA_SAL = 0.3         # sparsimony's default; it never passes gamma_sal on
 
 
@@ -67,16 +50,25 @@ class Explanation:
 
 
 def deviations(case: Case) -> tuple:
-    """The ``(label, kwargs)`` deviations tried for ``case`` (its method and inputs)."""
-    if case.method == "srigl":
-        found = list(SRIGL_DEVIATIONS)
-        if case.item("gamma_sal") != LIBRARY_GAMMA_SAL:
-            found.insert(4, (f"gamma_sal={LIBRARY_GAMMA_SAL}",
-                             dict(gamma_sal=LIBRARY_GAMMA_SAL)))
-        return tuple(found)
-    if case.method == "rigl":
-        return RIGL_DEVIATIONS
-    return ()
+    """The ``(label, kwargs)`` deviations tried for ``case``: ``reference.DEVIATIONS`` of its
+    method, and for SRigL ``gamma_sal`` at the library default 0.3 when the case's differs.
+
+    Labels read like the call: ``"n_keep_offset=-1"``, ``"ablation_test='real'"``,
+    ``"drop_fraction_dtype=float32"``.
+    """
+    found = [(f"{name}={_show(value)}", {name: value})
+             for name, values in reference.DEVIATIONS.get(case.method, {}).items()
+             for value in values]
+    if case.method == "srigl" and case.item("gamma_sal") != LIBRARY_GAMMA_SAL:
+        found.append((f"gamma_sal={LIBRARY_GAMMA_SAL}", {"gamma_sal": LIBRARY_GAMMA_SAL}))
+    return tuple(found)
+
+
+def _show(value) -> str:
+    if isinstance(value, type):                         # a dtype such as numpy.float32
+        return np.dtype(value).name
+    return f"{value:+d}" if isinstance(value, int) and not isinstance(value, bool) \
+        else repr(value)
 
 
 def explain(case: Case, *, pairs: bool = True) -> Explanation:
