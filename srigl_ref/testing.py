@@ -227,6 +227,7 @@ class CheckReport:
             else:
                 lines.append(f"  {key} = {value!r}")
         if self.diagnosis is not None:
+            lines.append("diagnosis ('file' is the function's output):")
             lines.append(self.diagnosis.describe())
         else:
             lines.append(f"stage error: {self.explanation}")
