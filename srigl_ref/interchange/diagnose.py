@@ -42,7 +42,6 @@ from ..dst.torch_ties import torch_topk
 from .cases import Case
 
 STAGES = ("count", "ablation", "fan_in", "keep", "cap", "grow", "weight", "momentum")
-STRICT_OUTPUTS = ("ablated order", "threshold", "kept")
 _COUNT_WINDOW = 8           # inferred keep counts are searched within ours +- this
 
 
@@ -188,7 +187,7 @@ def differing_outputs(case: Case, update: TopologyUpdate, *, strict: bool = Fals
     -------
     tuple of str
         Among ``mask_out``, ``weight_out``, ``momentum_out``, ``k_out``, ``ablated`` and,
-        with ``strict``, ``STRICT_OUTPUTS``; empty when they agree.
+        with ``strict``, ``ablated order``, ``threshold`` and ``kept``; empty when they agree.
     """
     exp = case.expected
     found = []
