@@ -241,6 +241,14 @@ class _Diagnoser:
         elif self.srigl and file_rows.any():
             self.k_file, self.k_inferred = int(file_rows.max()), True
         self.ranked = _ranked_keep(case, update, tie_break) if self.srigl else None
+        # per-row summaries, so that attributing each differing position is O(1)
+        self.our_kept_rows = self.our_kept.any(axis=1)                         # [out] bool
+        self.ranked_rows = None if self.ranked is None else self.ranked.sum(axis=1)
+        grown = self.our_mask & ~self.our_kept                                 # [out, F]
+        self.grown_min = None
+        if self.grad_score is not None:
+            low = np.where(grown, self.grad_score, np.inf)
+            self.grown_min = low.min(axis=1) if self.srigl else np.full(out, low.min())
 
     # -------------------------------------------------------------- the diagnosis
     def run(self, outputs: tuple) -> Diagnosis:
@@ -434,7 +442,7 @@ class _Diagnoser:
     def _keep_or_cap(self, p) -> tuple[str, str]:
         if self.ranked is not None:
             r = p // self.ranked.shape[1]
-            n_ranked = int(self.ranked[r].sum())
+            n_ranked = int(self.ranked_rows[r])
             if n_ranked > self.update.fan_in:
                 how = ("ranked into the keep set, then removed by the cap"
                        if self.ranked.flat[p] and not self.our_kept.flat[p]
@@ -447,19 +455,14 @@ class _Diagnoser:
         fan = self.weight.shape[1]
         r = p // fan
         if self.srigl:
-            file_gone = (r in self.file_ablated if self.file_ablated is not None
-                         else bool(self.file_empty[r]))
+            listed = self.file_ablated is not None
+            file_gone = r in self.file_ablated if listed else bool(self.file_empty[r])
             if r in self.our_ablated and not file_gone:
                 return "ablation", f"row {r} is ablated by srigl-ref, not by the file"
-            if file_gone and r not in self.our_ablated:
-                if self.our_kept[r].any():
-                    return "ablation", f"row {r} is ablated (empty) in the file, not by " \
-                                       f"srigl-ref"
-                return "grow", (f"row {r} was emptied by pruning (nothing kept): srigl-ref "
-                                f"regrows it to k = {self.update.fan_in}, the file left it "
-                                f"empty")
-            if (self.file_ablated is not None and self.file_empty[r]
-                    and not self.our_kept[r].any() and r not in self.our_ablated):
+            if file_gone and r not in self.our_ablated and (listed or self.our_kept_rows[r]):
+                return "ablation", f"row {r} is ablated{'' if listed else ' (empty)'} in " \
+                                   f"the file, not by srigl-ref"
+            if self.file_empty[r] and not self.our_kept_rows[r] and r not in self.our_ablated:
                 return "grow", (f"row {r} was emptied by pruning (nothing kept) and not "
                                 f"ablated: srigl-ref regrows it to k = {self.update.fan_in}, "
                                 f"the file left it empty")
@@ -470,11 +473,7 @@ class _Diagnoser:
             return "grow", f"we grew it (largest |G| outside the keep set in its {scope})"
         if not self.mask.flat[p]:
             return "grow", "inactive before and not grown by us: they grew it"
-        grown = self.our_mask & ~self.our_kept                                 # [out, F]
-        if self.srigl:
-            grown = grown & (np.arange(grown.shape[0]) == r)[:, None]
-        if grown.any() and self.grad_score is not None and \
-                self.grad_score.flat[p] >= self.grad_score[grown].min():
+        if self.grown_min is not None and self.grad_score.flat[p] >= self.grown_min[r]:
             return "grow", (f"dropped from our keep set; its |G| ties or beats a position "
                             f"we grew in its {scope}")
         return "keep", ("active before, dropped from our keep set (|W| below the keep "
