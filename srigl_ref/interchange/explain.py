@@ -58,10 +58,15 @@ def deviations(case: Case) -> tuple:
     """
     found = [(f"{name}={_show(value)}", {name: value})
              for name, values in reference.DEVIATIONS.get(case.method, {}).items()
-             for value in values]
+             for value in sorted(values, key=_smallest_first)]
     if case.method == "srigl" and case.item("gamma_sal") != LIBRARY_GAMMA_SAL:
         found.append((f"gamma_sal={LIBRARY_GAMMA_SAL}", {"gamma_sal": LIBRARY_GAMMA_SAL}))
     return tuple(found)
+
+
+def _smallest_first(value):
+    """Counts by size (``n_keep_offset``: -1, 1, -2, 2); other values keep their order."""
+    return abs(value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _show(value) -> str:
