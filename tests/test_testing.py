@@ -196,3 +196,28 @@ def test_xcheck_command_exit_codes(capsys):
         err = capsys.readouterr().err
         assert err.startswith("srigl-ref: error: MODULE:FUNCTION == ") and message in err
         assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("what, condition", [
+    ("a conv layer", lambda s: s["weight"].ndim == 4),
+    ("a previously ablated row", lambda s: (~s["mask"].reshape(len(s["mask"]), -1)
+                                            .any(axis=1)).any() and s["mask"].any()),
+    ("a weak row", lambda s: 0 < np.abs(s["grad"].reshape(len(s["grad"]), -1)).max(axis=1)
+                                   .min() < 0.01),
+    ("an exact zero among active weights", lambda s: (s["weight"][s["mask"]] == 0).any()),
+    ("-0.0 at an inactive position", lambda s: np.signbit(s["weight"][~s["mask"]]).any()),
+    ("a drop fraction just below a count boundary",
+     lambda s: 0 < (-s["drop_fraction"] * s["mask"].sum()) % 1 < 1e-6),
+])
+def test_layer_states_cover_what_the_deviations_need(what, condition):
+    from hypothesis import find
+    find(testing.layer_states("srigl"), condition, settings=settings(max_examples=500,
+                                                                        database=None))
+
+
+def test_ties_on_demand_give_tied_magnitudes():
+    from hypothesis import find
+    state = find(testing.layer_states("srigl", ties=True), lambda s: s["mask"].sum() >= 4,
+                 settings=settings(max_examples=100, database=None))
+    active = np.abs(state["weight"][state["mask"]])
+    assert len(np.unique(active)) < active.size        # integer values in [-3, 3] tie
