@@ -235,12 +235,15 @@ def _replay(args) -> int:
 
 def _xcheck(args) -> int:
     import importlib
+    import os
 
     from . import testing
     module, _, name = args.function.partition(":")
     if not module or not name:
         raise ValueError(f"MODULE:FUNCTION == {args.function!r}, must name a module and a "
                          f"function, e.g. mypkg.sparsity:srigl_step")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())      # as `python -m`: modules in the current folder
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
