@@ -221,3 +221,11 @@ def test_ties_on_demand_give_tied_magnitudes():
                  settings=settings(max_examples=100, database=None))
     active = np.abs(state["weight"][state["mask"]])
     assert len(np.unique(active)) < active.size        # integer values in [-3, 3] tie
+
+
+def test_a_whole_library_is_named_when_no_single_deviation_reproduces_it():
+    from srigl_ref.interchange.explain import LIBRARIES
+    jaxpruner = rigl_deviant(**LIBRARIES["rigl"]["jaxpruner"])
+    report = testing.check_update(jaxpruner, method="rigl", max_examples=MAX_EXAMPLES)
+    assert not report.ok and report.case["weight"].size <= 256
+    assert "these combinations do:" in report.explanation, report.describe()

@@ -361,7 +361,7 @@ class _Diagnoser:
             if stage in found:                                 # ablation: sets and rows
                 old, headline, old_first = found[stage]
                 found[stage] = (StageDifference(stage, len(hits), old.rows, "neuron",
-                                                note=f"{old.note}; {len(hits)} positions"),
+                                                note=f"{old.note}; {_count(len(hits), 'position')}"),
                                 headline, old_first or first)
             else:
                 headline = (f"{_count(summary.n, 'position')} of mask_out "

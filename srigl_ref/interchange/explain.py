@@ -5,7 +5,8 @@ reference (``srigl_ref.dst.reference``) with one *named deviation* at a time: ea
 keyword of ``reference.srigl_update`` / ``rigl_update`` whose default is the authors'
 algorithm and whose other value is what another implementation does (docstrings there).
 The deviations whose outputs equal the file's (``diagnose.differing_outputs``, the default
-comparison) are reported. If no single one does, pairs are tried, and labelled as such.
+comparison) are reported. If no single one does, pairs are tried, then all deviations of a
+known library at once (sparsimony's SRigL, jaxpruner's RigL), labelled as combinations.
 The reference breaks ties canonically only (``docs/algorithm.md §1``), so srigl-ref's
 fast update in the authors' PyTorch CPU tie order (``tie_break="torch_cpu"``) is tried
 first: a file it reproduces differs only in how ties were broken.
@@ -22,6 +23,16 @@ from .cases import Case
 from .diagnose import differing_outputs
 
 LIBRARY_GAMMA_SAL = 0.3         # sparsimony's default; it never passes gamma_sal on
+# whole libraries as combinations of deviations (reference.srigl_update / rigl_update docs)
+LIBRARIES = {
+    "srigl": {"sparsimony": dict(n_keep_offset=-1, salient_grad_count="n_keep",
+                                 ablation_test="real", keep_alive=False,
+                                 regrow_emptied_rows=False, redistribute_fan_in=False,
+                                 reinit_grown=False, mask_momentum=False,
+                                 gamma_sal=LIBRARY_GAMMA_SAL)},
+    "rigl": {"jaxpruner": dict(keep_count="jaxpruner", inactive_below_active_zeros=True,
+                               mask_momentum=False)},
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,8 @@ class Explanation:
     reproduced : tuple of str
         Single deviations whose outputs equal the file's (labels as ``"keep_alive=False"``).
     combinations : tuple of str
-        Pairs (``"a + b"``), tried only when no single deviation reproduces the file.
+        Pairs (``"a + b"``), tried only when no single deviation reproduces the file, then
+        (if no pair does) every deviation of a known library at once (``LIBRARIES``).
     baseline : bool
         Whether the reference *without* deviation (canonical ties) already reproduces it.
     closest : tuple of (str, int)
@@ -109,6 +121,10 @@ def explain(case: Case, *, pairs: bool = True) -> Explanation:
     if not single and pairs:
         combos = tuple(f"{a} + {b}" for (a, ka), (b, kb) in itertools.combinations(tried, 2)
                        if _compatible(ka, kb) and _reproduces(case, {**ka, **kb}) == 0)
+    if not single and not combos:
+        combos = tuple(f"all of {name} ({' + '.join(f'{k}={_show(v)}' for k, v in kw.items())})"
+                       for name, kw in LIBRARIES.get(case.method, {}).items()
+                       if _reproduces(case, kw) == 0)
     closest = ()
     if not single and not combos:
         ranked = sorted((miss, label) for label, miss in misses.items()
@@ -173,8 +189,8 @@ def _text(single, combos, closest, baseline) -> str:
                                                                     else "")
                 + " " + ", ".join(single) + " (each alone; srigl_ref.dst.reference)")
     if combos:
-        return ("explain: no single deviation reproduces the file; these combinations of "
-                "two do: " + ", ".join(combos))
+        return ("explain: no single deviation reproduces the file; these combinations do: "
+                + ", ".join(combos))
     near = ", ".join(f"{label} ({miss - 1} mask positions off)" for label, miss in closest)
     base = ("" if baseline is None else f"; the reference without deviation is "
             f"{baseline - 1} mask positions off")
