@@ -360,8 +360,8 @@ class _Diagnoser:
             summary = StageDifference(stage, len(hits), rows)
             if stage in found:                                 # ablation: sets and rows
                 old, headline, old_first = found[stage]
-                found[stage] = (StageDifference(stage, len(hits), old.rows, "neuron",
-                                                note=f"{old.note}; {_count(len(hits), 'position')}"),
+                note = f"{old.note}; {_count(len(hits), 'position')}"
+                found[stage] = (StageDifference(stage, old.n, old.rows, "neuron", note=note),
                                 headline, old_first or first)
             else:
                 headline = (f"{_count(summary.n, 'position')} of mask_out "
