@@ -222,7 +222,9 @@ class _Diagnoser:
         self.shape = a["weight"].shape
         out = self.shape[0]
         self.srigl = case.method == "srigl"
-        view = lambda x: None if x is None else np.asarray(x).reshape(out, -1)  # noqa: E731
+
+        def view(x):
+            return None if x is None else np.asarray(x).reshape(out, -1)
         self.weight, self.mask = view(a["weight"]), view(a["mask"])          # [out, F]
         self.grad_score = None if "grad" not in a else np.abs(view(a["grad"]))
         self.file_mask, self.our_mask = view(exp["mask_out"]), view(update.mask)
@@ -274,7 +276,7 @@ class _Diagnoser:
         n_file = self._infer_n_keep()
         if n_file is None or n_file == self.n_keep:
             return
-        how = "kept" if self.file_kept is not None else "inferred from mask_out"
+        how = "from its kept set" if self.file_kept is not None else "inferred from mask_out"
         headline = (f"n_keep: file {n_file}, srigl-ref {self.n_keep} (n_prune: file "
                     f"{self.n_ones - n_file}, srigl-ref {self.n_ones - self.n_keep}; file "
                     f"count {how})")
