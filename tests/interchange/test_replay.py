@@ -259,7 +259,7 @@ def another_implementation(tmp_path, rng, name="other.npz", *, keys=("mask_out",
     u = reference.srigl_update(weight, mask, grad, sparsity=0.9, drop_fraction=0.3,
                                gamma_sal=0.3, momentum=momentum, **deviation)
     outputs = dict(mask_out=u.mask, weight_out=u.weight, momentum_out=u.momentum,
-                   ablated=u.ablated, k_out=np.int64(u.fan_in))
+                   ablated=u.ablated, k_out=np.int64(u.fan_in), kept=u.kept)
     path = tmp_path / name
     np.savez(path, method=np.array("srigl"), tie_break=np.array("stable"), weight=weight,
              mask=mask, grad=grad, momentum=momentum, drop_fraction=np.float64(0.3),
@@ -300,3 +300,12 @@ def test_deviant_outputs_are_named_by_stage(tmp_path, rng, deviation, stage):
     diag = replay.replay_file(path, expect=True).mismatch
     assert diag is not None and diag.stage == stage, diag and diag.describe()
     assert f"stage {stage}" in diag.describe()
+
+
+def test_the_files_count_is_read_from_its_keep_set_when_stored(tmp_path, rng):
+    path, u = another_implementation(tmp_path, rng, keys=("mask_out", "weight_out", "kept"),
+                                     n_keep_offset=1)
+    diag = replay.replay_file(path, expect=True).mismatch
+    assert diag.stage == "count"
+    assert diag.headline.startswith(f"n_keep: file {u.n_keep}, srigl-ref {u.n_keep - 1} ")
+    assert diag.headline.endswith("file count from its kept set)")
