@@ -192,7 +192,11 @@ def _text(single, combos, closest, baseline) -> str:
         return ("explain: no single deviation reproduces the file; these combinations do: "
                 + ", ".join(combos))
     near = ", ".join(f"{label} ({miss - 1} mask positions off)" for label, miss in closest)
-    base = ("" if baseline is None else f"; the reference without deviation is "
-            f"{baseline - 1} mask positions off")
-    return ("explain: no named deviation (alone or in pairs) reproduces the file" + base
-            + (f"; closer: {near}" if near else ", and none comes closer"))
+    if baseline is None:
+        base = ""
+    elif baseline == 1:
+        base = "; the reference's mask equals the file's (values differ)"
+    else:
+        base = f"; the reference without deviation is {baseline - 1} mask positions off"
+    return ("explain: no named deviation (alone, in pairs or as a whole library) reproduces "
+            "the file" + base + (f"; closer: {near}" if near else ", and none comes closer"))
