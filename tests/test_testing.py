@@ -229,3 +229,17 @@ def test_a_whole_library_is_named_when_no_single_deviation_reproduces_it():
     report = testing.check_update(jaxpruner, method="rigl", max_examples=MAX_EXAMPLES)
     assert not report.ok and report.case["weight"].size <= 256
     assert "these combinations do:" in report.explanation, report.describe()
+
+
+def test_ties_are_compared_in_the_chosen_tie_break_and_explained():
+    def torch_order(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal, momentum):
+        u = srigl_update(weight, mask, grad, sparsity=sparsity, drop_fraction=drop_fraction,
+                         gamma_sal=gamma_sal, momentum=momentum, tie_break="torch_cpu")
+        return {"mask": u.mask, "weight": u.weight, "momentum": u.momentum,
+                "ablated": u.ablated, "fan_in": u.fan_in}
+    kw = dict(ties=True, max_examples=MAX_EXAMPLES)
+    assert testing.check_update(torch_order, tie_break="torch_cpu", **kw).ok
+    report = testing.check_update(torch_order, tie_break="stable", **kw)
+    assert not report.ok and report.case["weight"].size <= 256
+    assert report.explanation.startswith("explain: reproduced exactly by "
+                                          "tie_break='torch_cpu'"), report.describe()
