@@ -178,9 +178,11 @@ def _emptied(case: Case, kw: dict) -> TopologyUpdate:
     if momentum is not None and kw.get("mask_momentum", True):
         momentum = momentum * empty
     k = int(exp["k_out"]) if "k_out" in exp else -1          # undefined: not compared
-    return TopologyUpdate(empty, a["weight"] * empty, momentum, empty,
-                          np.arange(empty.shape[0], dtype=np.int64), k, -1,
-                          int(np.count_nonzero(a["mask"])), 0)
+    n_ones = int(np.count_nonzero(a["mask"]))
+    return TopologyUpdate(mask=empty, weight=a["weight"] * empty, momentum=momentum,
+                          kept=empty, ablated=np.arange(empty.shape[0], dtype=np.int64),
+                          fan_in=k, threshold=-1, n_pruned=n_ones, n_grown=0, n_keep=0,
+                          n_prune=n_ones)
 
 
 def _text(single, combos, closest, baseline) -> str:
