@@ -50,9 +50,9 @@ class TopologyUpdate:
         positions that enter the keep set with a zero score are active after but not
         counted (docs/algorithm.md §6).
     n_keep : int
-        Weights kept by magnitude, before the cap (after the nnz guard); -1 if not recorded.
+        Weights kept by magnitude, before the cap (after the nnz guard).
     n_prune : int
-        ``popcount(mask) - n_keep``; -1 if not recorded.
+        ``popcount(mask) - n_keep``.
     """
     mask: np.ndarray
     weight: np.ndarray
@@ -63,8 +63,8 @@ class TopologyUpdate:
     threshold: int
     n_pruned: int
     n_grown: int
-    n_keep: int = -1
-    n_prune: int = -1
+    n_keep: int
+    n_prune: int
 
 
 def _check_layer(weight, mask, grad, momentum):
@@ -95,8 +95,8 @@ def _n_prune_keep(mask2d: np.ndarray, drop_fraction: float) -> tuple[int, int]:
     return n_prune, n_ones - n_prune
 
 
-def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
-            threshold) -> TopologyUpdate:
+def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k, threshold, n_keep,
+            n_prune) -> TopologyUpdate:
     """docs/algorithm.md §6.7-6.8: ``W *= M_new``, grown-from-inactive set to ``grown_init``."""
     new_mask = new_mask.reshape(w.shape)
     weight, n_pruned, n_grown = _kernels.apply_mask(w.ravel(), mask.ravel(), new_mask.ravel(),
@@ -111,6 +111,8 @@ def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
         threshold=int(threshold),
         n_pruned=int(n_pruned),
         n_grown=int(n_grown),
+        n_keep=int(n_keep),
+        n_prune=int(n_prune),
     )
 
 
@@ -191,7 +193,7 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
         ablated, threshold = ablated_from_counts(counts, budget, fan, gamma, ablation_base)
     k = fan_in_from_budget(budget, w.shape, ablated.size, s)
     new_mask, kept = stages.keep_grow(ablated, k)
-    return _finish(w, m, new_mask, kept, mom, init, ablated, k, threshold)
+    return _finish(w, m, new_mask, kept, mom, init, ablated, k, threshold, n_keep, n_prune)
 
 
 class _StableStages:
@@ -303,7 +305,8 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
     if tie_break == "torch_cpu" and (keep_tied or grow_tied or not _lifts_exact(w2, g2)):
         keep, grow = torch_ties.rigl_keep_grow_torch(np.abs(w2).ravel(), np.abs(g2).ravel(),
                                                      n_keep, n_prune)
-    return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1)
+    return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1, n_keep,
+                   n_prune)
 
 
 def set_update(weight, mask, *, drop_fraction, rng, grown_init=0.0,
@@ -326,4 +329,5 @@ def set_update(weight, mask, *, drop_fraction, rng, grown_init=0.0,
     grown = candidates[rng.choice(candidates.size, size=n_prune, replace=False)]
     new_mask = keep.ravel().copy()
     new_mask[grown] = True
-    return _finish(w, m, new_mask, keep, mom, init, np.zeros(0, np.int64), -1, -1)
+    return _finish(w, m, new_mask, keep, mom, init, np.zeros(0, np.int64), -1, -1, n_keep,
+                   n_prune)
