@@ -123,6 +123,29 @@ def _check_common(drop_fraction, grown_init, tie_break) -> tuple[float, float]:
     return df, init
 
 
+def _check_gradient_update(weight, mask, grad, momentum, drop_fraction, grown_init, tie_break):
+    """Validated ``(w, m, g, momentum, drop_fraction, grown_init)`` of a SRigL/RigL update."""
+    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
+    if g is None:
+        raise TypeError("grad must be a numpy.ndarray, got NoneType")
+    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    return w, m, g, mom, df, init
+
+
+def _check_ablation(sparsity, gamma_sal, ablation, ablation_base, *,
+                    gamma_count: bool = True) -> tuple[float, float]:
+    """Validated ``(sparsity, gamma_sal)``; ``gamma_count``: ``gamma_sal >= 1`` is a count."""
+    s = check_sparsity("sparsity", sparsity)
+    gamma = check_real("gamma_sal", gamma_sal, low=0.0)
+    if gamma_count and gamma >= 1 and gamma != int(gamma):
+        raise ValueError(f"gamma_sal == {gamma_sal!r}, must be an integer count when >= 1 "
+                         f"(or a fraction in [0, 1))")
+    if not isinstance(ablation, (bool, np.bool_)):
+        raise TypeError(f"ablation == {ablation!r}, must be a bool")
+    check_choice("ablation_base", ablation_base, ABLATION_BASES)
+    return s, gamma
+
+
 def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, ablation=True,
                  ablation_base="sparse", grown_init=0.0, momentum=None,
                  tie_break="stable") -> TopologyUpdate:
@@ -164,18 +187,9 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
     TypeError
         Wrong types or dtypes.
     """
-    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
-    if g is None:
-        raise TypeError("grad must be a numpy.ndarray, got NoneType")
-    df, init = _check_common(drop_fraction, grown_init, tie_break)
-    s = check_sparsity("sparsity", sparsity)
-    gamma = check_real("gamma_sal", gamma_sal, low=0.0)
-    if gamma >= 1 and gamma != int(gamma):
-        raise ValueError(f"gamma_sal == {gamma_sal!r}, must be an integer count when >= 1 "
-                         f"(or a fraction in [0, 1))")
-    if not isinstance(ablation, (bool, np.bool_)):
-        raise TypeError(f"ablation == {ablation!r}, must be a bool")
-    check_choice("ablation_base", ablation_base, ABLATION_BASES)
+    w, m, g, mom, df, init = _check_gradient_update(weight, mask, grad, momentum,
+                                                    drop_fraction, grown_init, tie_break)
+    s, gamma = _check_ablation(sparsity, gamma_sal, ablation, ablation_base)
 
     out = w.shape[0]
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)  # [out, F]
@@ -292,10 +306,8 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
     outside the keep set (no nnz guard, no fan-in constraint). Parameters as in
     ``srigl_update``. ``fan_in`` and ``threshold`` of the result are -1.
     """
-    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
-    if g is None:
-        raise TypeError("grad must be a numpy.ndarray, got NoneType")
-    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    w, m, g, mom, df, init = _check_gradient_update(weight, mask, grad, momentum,
+                                                    drop_fraction, grown_init, tie_break)
     out = w.shape[0]
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)
     _nonzero_weights(w2, m2)
