@@ -301,18 +301,16 @@ def _ranked_keep(case: Case, update: TopologyUpdate, tie_break: str) -> np.ndarr
     a = case.arrays
     out = a["weight"].shape[0]
     w2 = np.ascontiguousarray(a["weight"].reshape(out, -1))        # [out, F]
-    n_ones = int(np.count_nonzero(a["mask"]))
-    n_keep = min(n_ones - int(n_ones * case.item("drop_fraction")), int(np.count_nonzero(w2)))
     if tie_break == "torch_cpu":
         sd = np.abs(w2)
         for i in np.sort(update.ablated):
             sd[i] = sd.min() - 1
         ranked = np.zeros(w2.size, np.bool_)
-        ranked[torch_topk(sd.ravel(), n_keep, sorted=False)] = True
+        ranked[torch_topk(sd.ravel(), update.n_keep, sorted=False)] = True
         return ranked.reshape(w2.shape)
     rows = np.zeros(out, np.bool_)
     rows[update.ablated] = True
-    return top_magnitude_mask(w2, n_keep, row_skip=rows)
+    return top_magnitude_mask(w2, update.n_keep, row_skip=rows)
 
 
 def _keep_or_cap(update, ranked, p) -> tuple[str, str]:
@@ -362,9 +360,9 @@ def _compare_set(case: Case, update: TopologyUpdate) -> Mismatch | None:
         return _at(case, "mask_out", p, mask_out, update.mask, "keep",
                    "in our keep set but inactive in the stored mask")
     grown = mask_out & ~kept
-    n_prune = int(np.count_nonzero(a["mask"])) - int(np.count_nonzero(kept))
-    if int(grown.sum()) != n_prune:
-        return Mismatch("mask_out", "grow", f"{int(grown.sum())} grown", f"{n_prune} grown",
+    if int(grown.sum()) != update.n_prune:
+        return Mismatch("mask_out", "grow", f"{int(grown.sum())} grown",
+                        f"{update.n_prune} grown",
                         "SET grows n_prune positions outside the keep set (random positions: "
                         "without a 'seed' key only their number is checked)")
     weight = a["weight"] * mask_out
