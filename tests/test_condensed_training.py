@@ -137,7 +137,7 @@ def test_engine_rejects_bad_names(rng):
 
 
 def assert_close(actual, desired, what, rtol=1e-4, atol=1e-5):
-    """``assert_allclose``'s test without its report (10x faster on 235k entries)."""
+    """``assert_allclose``'s test; its report (costly on large arrays) only on failure."""
     if not (np.abs(actual - desired) <= atol + rtol * np.abs(desired)).all():
         np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=what)
 

@@ -5,6 +5,8 @@ turns float arrays into those keys and offers the selection as a plain function.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _kernels
@@ -12,8 +14,25 @@ from . import _kernels
 _NO_POSITIONS = np.zeros((0, 0), np.bool_)
 
 
-def magnitude_keys(a: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """Raw bits of a C-contiguous float array and the mask turning them into ``|a|`` keys.
+class MagnitudeKeys(NamedTuple):
+    """Order-preserving integer keys of ``|a|``: ``bits & absmask`` orders like ``|a|``.
+
+    Attributes
+    ----------
+    bits : ndarray of shape (out, F), int32 or int64
+        The raw bits of ``a`` (a view, no copy).
+    absmask : int
+        ``2**nbits - 1``.
+    nbits : int
+        31 for float32, 63 for float64.
+    """
+    bits: np.ndarray
+    absmask: int
+    nbits: int
+
+
+def magnitude_keys(a: np.ndarray) -> MagnitudeKeys:
+    """The ``|a|`` keys of a C-contiguous float array.
 
     Parameters
     ----------
@@ -21,15 +40,11 @@ def magnitude_keys(a: np.ndarray) -> tuple[np.ndarray, int, int]:
 
     Returns
     -------
-    bits : ndarray of shape (out, F), int32 or int64 (a view, no copy)
-    absmask : int
-        ``2**nbits - 1``; ``bits & absmask`` orders exactly like ``|a|``.
-    nbits : int
-        31 for float32, 63 for float64.
+    MagnitudeKeys
     """
     if a.dtype == np.float32:
-        return a.view(np.int32), (1 << 31) - 1, 31
-    return a.view(np.int64), (1 << 63) - 1, 63
+        return MagnitudeKeys(a.view(np.int32), (1 << 31) - 1, 31)
+    return MagnitudeKeys(a.view(np.int64), (1 << 63) - 1, 63)
 
 
 def top_magnitude_mask(a: np.ndarray, n: int, *, row_skip: np.ndarray | None = None,
@@ -55,10 +70,11 @@ def top_magnitude_mask(a: np.ndarray, n: int, *, row_skip: np.ndarray | None = N
     ndarray of shape (out, F), bool
         (and ``tied : bool`` if ``with_tie``)
     """
-    bits, absmask, nbits = magnitude_keys(a)
+    keys = magnitude_keys(a)
     if row_skip is None:
         row_skip = np.zeros(a.shape[0], np.bool_)
     if pos_skip is None:
         pos_skip = _NO_POSITIONS
-    selected, tied = _kernels.select_top(bits, absmask, nbits, row_skip, pos_skip, int(n))
+    selected, tied = _kernels.select_top(keys.bits, keys.absmask, keys.nbits, row_skip,
+                                         pos_skip, int(n))
     return (selected, tied) if with_tie else selected

@@ -35,10 +35,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validate import check_choice, check_generator, check_int, check_real, check_sparsity
+from .._validate import check_choice, check_generator, check_int
 from .ablation import ablation_threshold
 from .sparsity import fan_in_budget, fan_in_from_budget
-from .topology import (ABLATION_BASES, TIE_BREAKS, TopologyUpdate, _check_common,
+from .topology import (TopologyUpdate, _check_ablation, _check_common, _check_gradient_update,
                        _check_layer)
 
 ABLATION_TESTS = ("integer", "real")
@@ -469,24 +469,17 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
     TypeError
         Wrong types or dtypes.
     """
-    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
-    if g is None:
-        raise TypeError("grad must be a numpy.ndarray, got NoneType")
-    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    w, m, g, mom, df, init = _check_gradient_update(weight, mask, grad, momentum,
+                                                    drop_fraction, grown_init, tie_break)
     _check_canonical(tie_break)
-    s = check_sparsity("sparsity", sparsity)
-    gamma = check_real("gamma_sal", gamma_sal, low=0.0)
-    if gamma >= 1 and gamma != int(gamma) and ablation_test == "integer":
-        raise ValueError(f"gamma_sal == {gamma_sal!r}, must be an integer count when >= 1 "
-                         f"(or a fraction in [0, 1))")
-    _check_bool(ablation=ablation, keep_alive=keep_alive,
-                regrow_emptied_rows=regrow_emptied_rows,
+    check_choice("ablation_test", ablation_test, ABLATION_TESTS)
+    s, gamma = _check_ablation(sparsity, gamma_sal, ablation, ablation_base,
+                               gamma_count=ablation_test == "integer")
+    _check_bool(keep_alive=keep_alive, regrow_emptied_rows=regrow_emptied_rows,
                 redistribute_fan_in=redistribute_fan_in, reinit_grown=reinit_grown,
                 mask_momentum=mask_momentum)
-    check_choice("ablation_base", ablation_base, ABLATION_BASES)
     check_int("n_keep_offset", n_keep_offset)
     check_choice("salient_grad_count", salient_grad_count, SALIENT_GRAD_COUNTS)
-    check_choice("ablation_test", ablation_test, ABLATION_TESTS)
 
     out = w.shape[0]
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)   # [out, F]
@@ -631,10 +624,8 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
     TopologyUpdate
         ``fan_in`` and ``threshold`` are -1, ``ablated`` is empty.
     """
-    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
-    if g is None:
-        raise TypeError("grad must be a numpy.ndarray, got NoneType")
-    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    w, m, g, mom, df, init = _check_gradient_update(weight, mask, grad, momentum,
+                                                    drop_fraction, grown_init, tie_break)
     _check_canonical(tie_break)
     check_choice("keep_count", keep_count, KEEP_COUNTS)
     _check_dtype_choice("drop_fraction_dtype", drop_fraction_dtype, DROP_FRACTION_DTYPES)

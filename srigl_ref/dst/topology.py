@@ -7,18 +7,18 @@ Validation happens here, once; the per-layer work runs in the Numba kernels of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .._validate import (as_float_array, as_mask, check_choice, check_generator, check_real,
                          check_sparsity)
-from . import _kernels, torch_ties
+from . import _kernels, stages, torch_ties
 from .ablation import ablated_from_counts
 from .ranking import magnitude_keys, top_magnitude_mask
 from .sparsity import fan_in_budget, fan_in_from_budget
 
 TIE_BREAKS = ("stable", "torch_cpu")
-_NO_POSITIONS = np.zeros((0, 0), np.bool_)
 ABLATION_BASES = ("sparse", "dense")
 
 
@@ -50,9 +50,12 @@ class TopologyUpdate:
         positions that enter the keep set with a zero score are active after but not
         counted (docs/algorithm.md §6).
     n_keep : int
-        Weights kept by magnitude, before the cap (after the nnz guard); -1 if not recorded.
+        How many weights the update kept by magnitude before the cap (docs/algorithm.md §6 step
+        2: ``popcount(mask) - n_prune``, lowered to ``count_nonzero(weight)`` by SRigL's nnz
+        guard; sections 8 for RigL and SET, without the guard).
     n_prune : int
-        ``popcount(mask) - n_keep``; -1 if not recorded.
+        ``popcount(mask) - n_keep``: how many the update dropped by magnitude, and how many
+        RigL and SET regrow.
     """
     mask: np.ndarray
     weight: np.ndarray
@@ -63,8 +66,14 @@ class TopologyUpdate:
     threshold: int
     n_pruned: int
     n_grown: int
-    n_keep: int = -1
-    n_prune: int = -1
+    n_keep: int
+    n_prune: int
+
+
+class PruneKeep(NamedTuple):
+    """The counts of one update (docs/algorithm.md §6.2): ``n_keep + n_prune == popcount(mask)``."""
+    n_keep: int
+    n_prune: int
 
 
 def _check_layer(weight, mask, grad, momentum):
@@ -81,22 +90,29 @@ def _check_layer(weight, mask, grad, momentum):
 
 def _nonzero_weights(w2: np.ndarray, m2: np.ndarray) -> int:
     """``count_nonzero(W)``; ValueError if ``W`` is nonzero outside the mask."""
-    bits, absmask, _ = magnitude_keys(w2)
-    nnz, outside = _kernels.nonzero_counts(bits, absmask, m2)
+    keys = magnitude_keys(w2)
+    nnz, outside = _kernels.nonzero_counts(keys.bits, keys.absmask, m2)
     if outside:
         raise ValueError(f"weight has {outside} nonzero value(s) outside mask; must be zero "
                          f"there (apply weight *= mask first)")
     return nnz
 
 
-def _n_prune_keep(mask2d: np.ndarray, drop_fraction: float) -> tuple[int, int]:
+def _prune_keep(mask2d: np.ndarray, drop_fraction: float, nnz: int | None = None) -> PruneKeep:
+    """``n_prune = int(popcount(mask) * drop_fraction)``; with ``nnz``, SRigL's nnz guard.
+
+    The guard (docs/algorithm.md §6.2): never keep more than the ``nnz`` nonzero weights;
+    the rest of ``popcount(mask)`` is pruned.
+    """
     n_ones = int(np.count_nonzero(mask2d))
-    n_prune = int(n_ones * drop_fraction)
-    return n_prune, n_ones - n_prune
+    n_keep = n_ones - int(n_ones * drop_fraction)
+    if nnz is not None:
+        n_keep = min(n_keep, nnz)
+    return PruneKeep(n_keep, n_ones - n_keep)
 
 
-def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
-            threshold) -> TopologyUpdate:
+def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k, threshold,
+            counts: PruneKeep) -> TopologyUpdate:
     """docs/algorithm.md §6.7-6.8: ``W *= M_new``, grown-from-inactive set to ``grown_init``."""
     new_mask = new_mask.reshape(w.shape)
     weight, n_pruned, n_grown = _kernels.apply_mask(w.ravel(), mask.ravel(), new_mask.ravel(),
@@ -111,6 +127,8 @@ def _finish(w, mask, new_mask, kept, momentum, grown_init, ablated, k,
         threshold=int(threshold),
         n_pruned=int(n_pruned),
         n_grown=int(n_grown),
+        n_keep=counts.n_keep,
+        n_prune=counts.n_prune,
     )
 
 
@@ -119,6 +137,29 @@ def _check_common(drop_fraction, grown_init, tie_break) -> tuple[float, float]:
     init = check_real("grown_init", grown_init)
     check_choice("tie_break", tie_break, TIE_BREAKS)
     return df, init
+
+
+def _check_gradient_update(weight, mask, grad, momentum, drop_fraction, grown_init, tie_break):
+    """Validated ``(w, m, g, momentum, drop_fraction, grown_init)`` of a SRigL/RigL update."""
+    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
+    if g is None:
+        raise TypeError("grad must be a numpy.ndarray, got NoneType")
+    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    return w, m, g, mom, df, init
+
+
+def _check_ablation(sparsity, gamma_sal, ablation, ablation_base, *,
+                    gamma_count: bool = True) -> tuple[float, float]:
+    """Validated ``(sparsity, gamma_sal)``; ``gamma_count``: ``gamma_sal >= 1`` is a count."""
+    s = check_sparsity("sparsity", sparsity)
+    gamma = check_real("gamma_sal", gamma_sal, low=0.0)
+    if gamma_count and gamma >= 1 and gamma != int(gamma):
+        raise ValueError(f"gamma_sal == {gamma_sal!r}, must be an integer count when >= 1 "
+                         f"(or a fraction in [0, 1))")
+    if not isinstance(ablation, (bool, np.bool_)):
+        raise TypeError(f"ablation == {ablation!r}, must be a bool")
+    check_choice("ablation_base", ablation_base, ABLATION_BASES)
+    return s, gamma
 
 
 def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, ablation=True,
@@ -162,124 +203,39 @@ def srigl_update(weight, mask, grad, *, sparsity, drop_fraction, gamma_sal=0.3, 
     TypeError
         Wrong types or dtypes.
     """
-    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
-    if g is None:
-        raise TypeError("grad must be a numpy.ndarray, got NoneType")
-    df, init = _check_common(drop_fraction, grown_init, tie_break)
-    s = check_sparsity("sparsity", sparsity)
-    gamma = check_real("gamma_sal", gamma_sal, low=0.0)
-    if gamma >= 1 and gamma != int(gamma):
-        raise ValueError(f"gamma_sal == {gamma_sal!r}, must be an integer count when >= 1 "
-                         f"(or a fraction in [0, 1))")
-    if not isinstance(ablation, (bool, np.bool_)):
-        raise TypeError(f"ablation == {ablation!r}, must be a bool")
-    check_choice("ablation_base", ablation_base, ABLATION_BASES)
+    w, m, g, mom, df, init = _check_gradient_update(weight, mask, grad, momentum,
+                                                    drop_fraction, grown_init, tie_break)
+    s, gamma = _check_ablation(sparsity, gamma_sal, ablation, ablation_base)
 
     out = w.shape[0]
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)  # [out, F]
     fan = w2.shape[1]
     budget = fan_in_budget(w.shape, s)
-    n_prune, n_keep = _n_prune_keep(m2, df)
-    n_ones = n_prune + n_keep
-    nnz = _nonzero_weights(w2, m2)
-    if nnz < n_keep:                                  # docs/algorithm.md §6.2 (nnz guard)
-        n_keep, n_prune = nnz, n_ones - nnz
-    stages = (_TorchStages if tie_break == "torch_cpu" else _StableStages)(w2, g2, n_keep)
-    ablated, threshold = np.zeros(0, np.int64), -1
+    counts = _prune_keep(m2, df, nnz=_nonzero_weights(w2, m2))
+    torch_order = tie_break == "torch_cpu"
+    exact = torch_order and torch_ties.lifts_exact(w2, g2)
+    w_keys, g_keys = magnitude_keys(w2), magnitude_keys(g2)
+    salient, ablated, threshold = None, np.zeros(0, np.int64), -1
     if ablation and gamma > 0:                        # docs/algorithm.md §7
-        counts = stages.salient_counts(n_prune)
-        ablated, threshold = ablated_from_counts(counts, budget, fan, gamma, ablation_base)
+        if torch_order:
+            salient = torch_ties.salient_counts_stage(w2, g2, counts.n_keep, counts.n_prune,
+                                                      exact)
+        else:
+            salient = stages.salient_counts(w_keys, g_keys, counts.n_keep, counts.n_prune)
+        ablated, threshold = ablated_from_counts(salient.counts, budget, fan, gamma,
+                                                 ablation_base)
     k = fan_in_from_budget(budget, w.shape, ablated.size, s)
-    new_mask, kept = stages.keep_grow(ablated, k)
-    return _finish(w, m, new_mask, kept, mom, init, ablated, k, threshold)
-
-
-class _StableStages:
-    """The selections of one SRigL update with canonical ties (docs/algorithm.md §1, §6, §7).
-
-    ``salient_counts(n_prune)`` -> int64 [out]; ``keep_grow(ablated, k)`` -> ``(new_mask,
-    kept)``, bool [out, F]. The keep threshold over all rows is shared by both stages.
-    ``counts_tie_free`` / ``keep_tie_free`` record whether that stage's selection
-    boundaries were untied (and, for the keep set, the cap did not bind): then any
-    tie-break selects the same sets. ``grow_tied`` (bool [out]) marks the rows whose
-    regrowth boundary was tied.
-    """
-
-    def __init__(self, w2, g2, n_keep):
-        self.w = magnitude_keys(w2)
-        self.g = magnitude_keys(g2)
-        self.n_keep = n_keep
-        self.no_rows = np.zeros(w2.shape[0], np.bool_)
-        self.keep_all_rows = None                     # (t, take, tied) of the keep ranking
-        self.counts_tie_free = self.keep_tie_free = self.grow_tied = None
-
-    def _threshold(self, keys, row_skip, n):
-        return _kernels.layer_threshold(*keys, row_skip, _NO_POSITIONS, n)
-
-    def salient_counts(self, n_prune):
-        self.keep_all_rows = t_keep = self._threshold(self.w, self.no_rows, self.n_keep)
-        t_grad = self._threshold(self.g, self.no_rows, n_prune)
-        self.counts_tie_free = not (t_keep[2] or t_grad[2])
-        return _kernels.salient_counts(*self.w[:2], *t_keep[:2], *self.g[:2], *t_grad[:2])
-
-    def keep_grow(self, ablated, k):
-        ablated_row = self.no_rows.copy()
-        ablated_row[ablated] = True
-        t_keep = self.keep_all_rows
-        if ablated.size or t_keep is None:            # ablated rows leave the keep ranking
-            t_keep = self._threshold(self.w, ablated_row, self.n_keep)
-        new_mask, kept, n_capped, self.grow_tied = _kernels.srigl_keep_grow(
-            *self.w[:2], *t_keep[:2], *self.g, ablated_row, k)
-        self.keep_tie_free = not t_keep[2] and n_capped == 0
-        return new_mask, kept
-
-
-class _TorchStages:
-    """As ``_StableStages``, in the authors' PyTorch CPU tie order (docs/algorithm.md §13).
-
-    The canonical kernels run first: where no selection boundary is tied and the cap does
-    not bind, every tie order selects the same sets, so their result *is* torch's (given
-    ``_lifts_exact``). Otherwise the stage is redone by the torch emulation; a tied
-    regrowth boundary redoes only its row (ties in float data are rare and local).
-    """
-
-    def __init__(self, w2, g2, n_keep):
-        self.w2, self.g2 = w2, g2
-        self.n_keep = n_keep
-        self.stable = _StableStages(w2, g2, n_keep)
-        self.exact = _lifts_exact(w2, g2)
-
-    def salient_counts(self, n_prune):
-        counts = self.stable.salient_counts(n_prune)
-        if self.exact and self.stable.counts_tie_free:
-            return counts
-        return torch_ties.salient_counts_torch(np.abs(self.w2), np.abs(self.g2), self.n_keep,
-                                               n_prune)
-
-    def keep_grow(self, ablated, k):
-        new_mask, kept = self.stable.keep_grow(ablated, k)
-        eligible = (self.w2.shape[0] - ablated.size) * self.w2.shape[1]
-        if not (self.exact and self.stable.keep_tie_free and self.n_keep <= eligible):
-            keep, grow = torch_ties.srigl_keep_grow_torch(np.abs(self.w2), np.abs(self.g2),
-                                                          ablated, self.n_keep, k)
-            return keep | grow, keep
-        for i in np.flatnonzero(self.stable.grow_tied):      # docs/algorithm.md §13.4 item 4
-            sg = np.abs(self.g2[i])                          # [F]
-            lifted = np.where(kept[i], sg.min() - 1, sg)
-            grown = torch_ties.torch_topk(lifted, k - int(kept[i].sum()), sorted=True)
-            new_mask[i] = kept[i]
-            new_mask[i, grown] = True
-        return new_mask, kept
-
-
-def _lifts_exact(w2, g2) -> bool:
-    """Whether torch's "min(score) - 1" lifts are strictly below every score.
-
-    True unless some ``|W|`` or ``|G|`` reaches ``2**24`` (float32; ``2**53`` float64),
-    where subtracting 1 can round back to the minimum and tie with it.
-    """
-    limit = 2.0 ** (24 if w2.dtype == np.float32 else 53)
-    return max(np.abs(w2).max(initial=0), np.abs(g2).max(initial=0)) < limit
+    ablated_row = np.zeros(out, np.bool_)                                    # [out] bool
+    ablated_row[ablated] = True
+    if salient is not None and ablated.size == 0:     # no row left the keep ranking
+        keep = salient.keep
+    else:
+        keep = stages.layer_threshold(w_keys, ablated_row, counts.n_keep)
+    if torch_order:
+        new = torch_ties.keep_grow_stage(w2, g2, keep, ablated, counts.n_keep, k, exact)
+    else:
+        new = stages.keep_grow(w_keys, g_keys, keep, ablated_row, k)
+    return _finish(w, m, new.mask, new.kept, mom, init, ablated, k, threshold, counts)
 
 
 def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=None,
@@ -290,20 +246,19 @@ def rigl_update(weight, mask, grad, *, drop_fraction, grown_init=0.0, momentum=N
     outside the keep set (no nnz guard, no fan-in constraint). Parameters as in
     ``srigl_update``. ``fan_in`` and ``threshold`` of the result are -1.
     """
-    w, m, g, mom = _check_layer(weight, mask, grad, momentum)
-    if g is None:
-        raise TypeError("grad must be a numpy.ndarray, got NoneType")
-    df, init = _check_common(drop_fraction, grown_init, tie_break)
+    w, m, g, mom, df, init = _check_gradient_update(weight, mask, grad, momentum,
+                                                    drop_fraction, grown_init, tie_break)
     out = w.shape[0]
     w2, m2, g2 = w.reshape(out, -1), m.reshape(out, -1), g.reshape(out, -1)
     _nonzero_weights(w2, m2)
-    n_prune, n_keep = _n_prune_keep(m2, df)
-    keep, keep_tied = top_magnitude_mask(w2, n_keep, with_tie=True)
-    grow, grow_tied = top_magnitude_mask(g2, n_prune, pos_skip=keep, with_tie=True)
-    if tie_break == "torch_cpu" and (keep_tied or grow_tied or not _lifts_exact(w2, g2)):
+    counts = _prune_keep(m2, df)
+    keep, keep_tied = top_magnitude_mask(w2, counts.n_keep, with_tie=True)
+    grow, grow_tied = top_magnitude_mask(g2, counts.n_prune, pos_skip=keep, with_tie=True)
+    if tie_break == "torch_cpu" and (keep_tied or grow_tied or
+                                     not torch_ties.lifts_exact(w2, g2)):
         keep, grow = torch_ties.rigl_keep_grow_torch(np.abs(w2).ravel(), np.abs(g2).ravel(),
-                                                     n_keep, n_prune)
-    return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1)
+                                                     counts.n_keep, counts.n_prune)
+    return _finish(w, m, keep | grow, keep, mom, init, np.zeros(0, np.int64), -1, -1, counts)
 
 
 def set_update(weight, mask, *, drop_fraction, rng, grown_init=0.0,
@@ -320,10 +275,10 @@ def set_update(weight, mask, *, drop_fraction, rng, grown_init=0.0,
     out = w.shape[0]
     w2, m2 = w.reshape(out, -1), m.reshape(out, -1)
     _nonzero_weights(w2, m2)
-    n_prune, n_keep = _n_prune_keep(m2, df)
-    keep = top_magnitude_mask(w2, n_keep)
+    counts = _prune_keep(m2, df)
+    keep = top_magnitude_mask(w2, counts.n_keep)
     candidates = np.flatnonzero(~keep)                      # [N - n_keep] int64
-    grown = candidates[rng.choice(candidates.size, size=n_prune, replace=False)]
+    grown = candidates[rng.choice(candidates.size, size=counts.n_prune, replace=False)]
     new_mask = keep.ravel().copy()
     new_mask[grown] = True
-    return _finish(w, m, new_mask, keep, mom, init, np.zeros(0, np.int64), -1, -1)
+    return _finish(w, m, new_mask, keep, mom, init, np.zeros(0, np.int64), -1, -1, counts)

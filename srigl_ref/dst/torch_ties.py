@@ -2,15 +2,111 @@
 
 The stages of one SRigL / RigL update whose winners an unstable torch sort decides
 (docs/algorithm.md §13.4, items 1-5), plus torch's ``sort`` and
-``topk`` themselves. Thin wrappers over ``_torch_kernels``: the caller
-(``srigl_ref.dst.topology``) has validated its inputs and computed the scores
-``sd = |W|``, ``sg = |G|`` (float32, or float64 for float64 weights) and the counts.
+``topk`` themselves: thin wrappers over ``_torch_kernels``. The caller
+(``srigl_ref.dst.topology``) has validated its inputs and computed the counts.
+
+``salient_counts_stage`` and ``keep_grow_stage`` compose them with the canonical stages
+of ``stages.py``: where no selection boundary is tied and the cap does not bind, every tie
+order selects the same sets, so the canonical result *is* torch's (given
+``lifts_exact``); otherwise the stage is redone by the emulation, and a tied regrowth
+boundary redoes only its row (ties in float data are rare and local).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _torch_kernels as _tk
+from . import stages
+from .ranking import magnitude_keys
+
+
+class NewMask(NamedTuple):
+    """The new mask of one update and its keep set, bool, the layer's shape as given."""
+    mask: np.ndarray
+    kept: np.ndarray
+
+
+def lifts_exact(w2: np.ndarray, g2: np.ndarray) -> bool:
+    """Whether torch's "min(score) - 1" lifts are strictly below every score.
+
+    True unless some ``|W|`` or ``|G|`` reaches ``2**24`` (float32; ``2**53`` float64),
+    where subtracting 1 can round back to the minimum and tie with it.
+    """
+    limit = 2.0 ** (24 if w2.dtype == np.float32 else 53)
+    return max(_max_abs(w2), _max_abs(g2)) < limit
+
+
+def _max_abs(a: np.ndarray) -> float:
+    """``max(|a|)`` (0 for an empty array) without materialising ``|a|``."""
+    return max(a.max(initial=0), -a.min(initial=0))
+
+
+def salient_counts_stage(w2: np.ndarray, g2: np.ndarray, n_keep: int, n_prune: int,
+                         exact: bool) -> stages.Salient:
+    """``stages.salient_counts`` with counts in torch's tie order (item 1).
+
+    Parameters
+    ----------
+    w2, g2 : ndarray of shape (out, F), float32 or float64 (the same), C-contiguous
+        ``W`` and ``G`` with each neuron flattened.
+    n_keep, n_prune : int
+        After the nnz guard.
+    exact : bool
+        ``lifts_exact(w2, g2)``.
+
+    Returns
+    -------
+    stages.Salient
+        ``keep`` and ``grad`` are the canonical thresholds (``keep`` serves the canonical
+        keep stage); ``counts`` are torch's.
+    """
+    canonical = stages.salient_counts(magnitude_keys(w2), magnitude_keys(g2), n_keep, n_prune)
+    if canonical.tie_free and exact:
+        return canonical
+    return canonical._replace(counts=salient_counts_torch(np.abs(w2), np.abs(g2), n_keep,
+                                                          n_prune))
+
+
+def keep_grow_stage(w2: np.ndarray, g2: np.ndarray, keep: stages.Threshold,
+                    ablated: np.ndarray, n_keep: int, k: int, exact: bool) -> NewMask:
+    """``stages.keep_grow`` in torch's tie order (items 2-4).
+
+    Parameters
+    ----------
+    w2, g2 : ndarray of shape (out, F), float32 or float64 (the same), C-contiguous
+    keep : stages.Threshold
+        The canonical keep threshold (top ``n_keep`` ``|W|`` outside the ablated rows).
+    ablated : ndarray of shape (n_ablated,), int64
+    n_keep : int
+        After the nnz guard.
+    k : int
+        Constant fan-in after ablation, ``1 <= k <= F``.
+    exact : bool
+        ``lifts_exact(w2, g2)``.
+
+    Returns
+    -------
+    NewMask
+        bool (out, F) each.
+    """
+    out, fan = w2.shape
+    ablated_row = np.zeros(out, np.bool_)                                     # [out] bool
+    ablated_row[ablated] = True
+    canonical = stages.keep_grow(magnitude_keys(w2), magnitude_keys(g2), keep, ablated_row, k)
+    eligible = (out - ablated.size) * fan
+    if not (exact and canonical.keep_tie_free and n_keep <= eligible):
+        keep_set, grow = srigl_keep_grow_torch(np.abs(w2), np.abs(g2), ablated, n_keep, k)
+        return NewMask(keep_set | grow, keep_set)
+    mask, kept = canonical.mask, canonical.kept                               # [out, F] bool
+    for i in np.flatnonzero(canonical.grow_tied):                             # item 4
+        sg = np.abs(g2[i])                                                    # [F]
+        lifted = np.where(kept[i], sg.min() - 1, sg)
+        grown = torch_topk(lifted, k - int(kept[i].sum()), sorted=True)
+        mask[i] = kept[i]
+        mask[i, grown] = True
+    return NewMask(mask, kept)
 
 
 def torch_sort_desc(values: np.ndarray) -> np.ndarray:

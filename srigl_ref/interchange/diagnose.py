@@ -234,7 +234,7 @@ class _Diagnoser:
                              else set(exp["ablated"].tolist()))
         self.our_ablated = set(update.ablated.tolist())
         self.n_ones = int(np.count_nonzero(self.mask))
-        self.n_keep = _our_n_keep(case, update)
+        self.n_keep = update.n_keep
         file_rows = self.file_mask.sum(axis=1)                                 # [out] int
         self.file_empty = file_rows == 0                                       # [out] bool
         self.k_file, self.k_inferred = None, False
@@ -485,18 +485,6 @@ class _Diagnoser:
         return _at(self.shape, key, p, expected, ours, stage, reason)
 
 
-def _our_n_keep(case: Case, update: TopologyUpdate) -> int:
-    """``update.n_keep`` when recorded, else recomputed (``docs/algorithm.md §6.2``)."""
-    if getattr(update, "n_keep", -1) >= 0:
-        return int(update.n_keep)
-    a = case.arrays
-    n_ones = int(np.count_nonzero(a["mask"]))
-    n_keep = n_ones - int(n_ones * case.item("drop_fraction"))
-    if case.method == "srigl":                       # the nnz guard
-        n_keep = min(n_keep, int(np.count_nonzero(a["weight"])))
-    return n_keep
-
-
 def _ranked_keep(case: Case, update: TopologyUpdate, tie_break: str) -> np.ndarray:
     """Our SRigL keep ranking before the cap: top ``n_keep`` ``|W|``, ablated rows last.
 
@@ -505,7 +493,7 @@ def _ranked_keep(case: Case, update: TopologyUpdate, tie_break: str) -> np.ndarr
     a = case.arrays
     out = a["weight"].shape[0]
     w2 = np.ascontiguousarray(a["weight"].reshape(out, -1))               # [out, F]
-    n_keep = _our_n_keep(case, update)
+    n_keep = update.n_keep
     if tie_break == "torch_cpu":
         sd = np.abs(w2)
         for i in np.sort(update.ablated):
@@ -530,7 +518,7 @@ def _compare_set(case: Case, update: TopologyUpdate) -> Diagnosis | None:
         return _single(first, f"{lost.size} position(s) of our keep set are inactive in "
                               f"the file", ("mask_out",))
     grown = mask_out & ~kept
-    n_prune = int(np.count_nonzero(a["mask"])) - int(np.count_nonzero(kept))
+    n_prune = update.n_prune
     if int(grown.sum()) != n_prune:
         first = Mismatch("mask_out", "grow", f"{int(grown.sum())} grown", f"{n_prune} grown",
                          "SET grows n_prune positions outside the keep set (random positions: "

@@ -138,16 +138,36 @@ def test_batch1_kernel_sums_each_row_in_order(dtype):
         assert (y[0, :n] == want).all()
 
 
-def test_forward_dispatches_parallel_above_threshold(rng, monkeypatch):
-    indices = np.sort(np.array([rng.choice(50, 9, replace=False) for _ in range(30)]), 1)
-    values = rng.standard_normal((30, 9)).astype(np.float32)
-    layer = condense(*_dense(values, indices, 50))
-    for x in (rng.standard_normal(50).astype(np.float32),
-              rng.standard_normal((6, 50)).astype(np.float32)):
-        serial = layer(x)
-        monkeypatch.setattr(matmul, "PARALLEL_MIN_WORK", 0)
-        assert layer(x).tobytes() == serial.tobytes()
-        monkeypatch.undo()
+@pytest.mark.parametrize("batch, family", [(None, "matvec_lanes"), (3, "matvec_lanes"),
+                                           (17, "matmat_lanes")])
+def test_forward_dispatches_parallel_above_threshold(rng, monkeypatch, batch, family):
+    """``forward`` runs the parallel kernel exactly when the work (rows x fan-in x batch)
+    reaches ``PARALLEL_MIN_WORK`` and Numba has more than one thread; both give the same
+    bytes. The kernels are spied on, the thread count is set: the test does not depend on
+    how many threads this machine gives Numba."""
+    n, k, n_in = 30, 9, 50
+    indices = np.sort(np.array([rng.choice(n_in, k, replace=False) for _ in range(n)]), 1)
+    values = rng.standard_normal((n, k)).astype(np.float32)
+    slab_values, slab_index = matmul.lanes_layout(values, indices, n_in)
+    bias = matmul.padded_rows(rng.standard_normal(n).astype(np.float32))
+    x = rng.standard_normal(n_in if batch is None else (batch, n_in)).astype(np.float32)
+    work = n * k * (batch or 1)
+    called = []
+    for name in (family, family + "_parallel"):
+        kernel = getattr(K, name)
+        monkeypatch.setattr(K, name, lambda *a, kernel=kernel, name=name: (
+            called.append(name), kernel(*a))[1])
+    results = []
+    for threads, min_work, want in ((1, 0, family), (2, work + 1, family),
+                                    (2, work, family + "_parallel")):
+        monkeypatch.setattr(matmul.numba, "get_num_threads", lambda threads=threads: threads)
+        monkeypatch.setattr(matmul, "PARALLEL_MIN_WORK", min_work)
+        called.clear()
+        results.append(matmul.forward(x, slab_values, slab_index, bias, n))
+        assert called == [want], (threads, min_work)
+    assert all(r.tobytes() == results[0].tobytes() for r in results)
+    np.testing.assert_allclose(results[0], x @ _dense(values, indices, n_in)[0].T
+                               + bias[:n], rtol=1e-5, atol=1e-5)
 
 
 def _dense(values, indices, n_in):

@@ -372,3 +372,18 @@ def test_srigl_errors_equal_the_fast_path(call):
     want = _error(srigl_ref.srigl_update, *args, **kwargs)
     assert want is not None
     assert _error(reference.srigl_update, *args, **kwargs) == want
+
+
+@pytest.mark.parametrize("path", SRIGL + RIGL, ids=lambda p: f"{p.parent.name}-{p.stem}")
+@pytest.mark.parametrize("tie_break", ["stable", "torch_cpu"])
+def test_fast_counts_match_the_recorded_ones(path, tie_break):
+    """n_keep / n_prune do not depend on ties: every golden case, both tie-breaks."""
+    d = np.load(path)
+    meta = json.loads(d["meta"].item())
+    if "k_out" in d:
+        u = srigl_ref.srigl_update(d["weight"], d["mask"], d["grad"], **srigl_kwargs(d),
+                                   tie_break=tie_break)
+    else:
+        u = srigl_ref.rigl_update(d["weight"], d["mask"], d["grad"],
+                                  drop_fraction=d["drop_fraction"].item(), tie_break=tie_break)
+    assert (u.n_keep, u.n_prune) == (meta["n_keep"], meta["n_prune"])

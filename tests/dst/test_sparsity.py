@@ -43,11 +43,25 @@ def test_dense_layers_that_take_exactly_the_whole_budget_raise():
                                    dense_layers=(0,))
 
 
+@pytest.mark.parametrize("density", [1.0, 0.99999])
+def test_erk_refuses_a_budget_that_drops_nothing(density):
+    """When a uniform layering would drop no weight, ERK makes every layer dense, which is
+    refused (hypothesis found [(27, 77)]; dense training is ``--method dense``)."""
+    with pytest.raises(ValueError, match=rf"density == {density}: ERK made every layer dense"):
+        srigl_ref.layer_sparsities([(27, 77)], density, "erk")
+
+
 @given(shapes=model_shapes, density=st.floats(0.05, 1.0))
 def test_erk_meets_the_budget(shapes, density):
-    """Realised weights: at most the uniform budget plus rounding, every S in [0, 1)."""
-    s = srigl_ref.layer_sparsities(shapes, density, "erk")
+    """Realised weights: at most the uniform budget plus rounding, every S in [0, 1); ERK
+    refuses only budgets under which a uniform layering would drop no weight at all."""
     sizes = [math.prod(x) for x in shapes]
+    try:
+        s = srigl_ref.layer_sparsities(shapes, density, "erk")
+    except ValueError as e:
+        assert "ERK made every layer dense" in str(e)
+        assert sum(int(n * (1 - density)) for n in sizes) == 0
+        return
     assert all(0.0 <= x < 1.0 for x in s)
     active = sum(n * (1 - x) for n, x in zip(sizes, s))
     target = sum(n - int(n * (1 - density)) for n in sizes)

@@ -28,6 +28,7 @@ def assert_same_update(got, want):
     assert got.ablated.tolist() == want.ablated.tolist()
     assert (got.fan_in, got.threshold) == (want.fan_in, want.threshold)
     assert (got.n_pruned, got.n_grown) == (want.n_pruned, want.n_grown)
+    assert (got.n_keep, got.n_prune) == (want.n_keep, want.n_prune)
 
 
 @given(state=layer_states(), df=drop_fractions, gamma=gamma_sals, ablation=st.booleans(),

@@ -56,6 +56,19 @@ def test_relu_gradients(rng):
     _check_layer(ReLU(), x, {}, rng)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_at_exact_zeros(dtype):
+    """The gradient is passed only where x > 0: not at 0.0, not at -0.0 (as PyTorch)."""
+    x = np.array([[-2.0, -0.0, 0.0, 1e-30, 3.0], [0.0, 5.0, -1e-30, -0.0, 0.0]], dtype)
+    dy = np.arange(1, 11, dtype=dtype).reshape(x.shape)
+    y, cache = ReLU().forward(x, {})
+    dx, grads = ReLU().backward(dy, cache)
+    assert grads == {}
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, [[0, 0, 0, 4, 5], [0, 7, 0, 0, 0]])
+    assert dx.dtype == dtype
+
+
 @pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (2, 1)])
 def test_maxpool_gradients(rng, size, stride):
     x = rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) * 0.01   # distinct: no ties
