@@ -34,8 +34,9 @@ from typing import Callable, NamedTuple
 from .._validate import check_choice
 from .formats import CIFAR_BATCHES, IDX_SPLITS
 
-#: Where each dataset is downloaded from (``base_url + file name``). MNIST's original host
-#: (yann.lecun.com) no longer serves the files reliably; the mirror holds the same bytes.
+#: Where each dataset is downloaded from (``base_url + file name``). MNIST comes from a
+#: mirror holding the same bytes as its original host (yann.lecun.com), which does not
+#: serve the files reliably.
 BASE_URLS = {
     "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
