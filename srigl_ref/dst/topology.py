@@ -52,7 +52,7 @@ class TopologyUpdate:
     n_keep : int
         How many weights the update kept by magnitude before the cap (SPEC section 6 step
         2: ``popcount(mask) - n_prune``, lowered to ``count_nonzero(weight)`` by SRigL's nnz
-        guard; sections 8 for RigL and SET, without the guard).
+        guard; SPEC section 8 for RigL and SET, without the guard).
     n_prune : int
         ``popcount(mask) - n_keep``: how many the update dropped by magnitude, and how many
         RigL and SET regrow.
@@ -71,7 +71,8 @@ class TopologyUpdate:
 
 
 class PruneKeep(NamedTuple):
-    """The counts of one update (SPEC section 6 step 2): ``n_keep + n_prune == popcount(mask)``."""
+    """The counts of one update (SPEC section 6 step 2); ``n_keep + n_prune`` is
+    ``popcount(mask)``."""
     n_keep: int
     n_prune: int
 
