@@ -50,9 +50,9 @@ class TopologyUpdate:
         positions that enter the keep set with a zero score are active after but not
         counted (SPEC section 6).
     n_keep : int
-        How many weights the update kept by magnitude before the cap (SPEC section 6 step
-        2: ``popcount(mask) - n_prune``, lowered to ``count_nonzero(weight)`` by SRigL's nnz
-        guard; SPEC section 8 for RigL and SET, without the guard).
+        How many weights the update kept by magnitude before the cap (docs/algorithm.md
+        §6.2: ``popcount(mask) - n_prune``, lowered to ``count_nonzero(weight)`` by SRigL's
+        nnz guard; §8 for RigL and SET, without the guard).
     n_prune : int
         ``popcount(mask) - n_keep``: how many the update dropped by magnitude, and how many
         RigL and SET regrow.
@@ -71,7 +71,7 @@ class TopologyUpdate:
 
 
 class PruneKeep(NamedTuple):
-    """The counts of one update (SPEC section 6 step 2); ``n_keep + n_prune`` is
+    """The counts of one update (docs/algorithm.md §6.2); ``n_keep + n_prune`` is
     ``popcount(mask)``."""
     n_keep: int
     n_prune: int
@@ -102,7 +102,7 @@ def _nonzero_weights(w2: np.ndarray, m2: np.ndarray) -> int:
 def _prune_keep(mask2d: np.ndarray, drop_fraction: float, nnz: int | None = None) -> PruneKeep:
     """``n_prune = int(popcount(mask) * drop_fraction)``; with ``nnz``, SRigL's nnz guard.
 
-    The guard (SPEC section 6 step 2): never keep more than the ``nnz`` nonzero weights;
+    The guard (docs/algorithm.md §6.2): never keep more than the ``nnz`` nonzero weights;
     the rest of ``popcount(mask)`` is pruned.
     """
     n_ones = int(np.count_nonzero(mask2d))
