@@ -271,16 +271,14 @@ def _add_condense(sub) -> None:
     """``condense``: whole-model condensed inference of a run (srigl_ref/condensed/model.py)."""
     from .condensed.model import CONV_STRATEGIES, DEFAULT_CONV
     p = sub.add_parser("condense", help="condense a trained run for inference: write "
-                       "DIR/condensed.npz, print the per-layer table, batch-1 latency "
-                       "(dense vs condensed) and the prediction check",
+                       "DIR/condensed.npz, print the per-layer table and the prediction "
+                       "check (batch-1 latency: bench/condensed_model.py)",
                        description="Reads DIR/model.npz, writes DIR/condensed.npz. Exit code "
                        "0: predictions agree; 1: some differ (the count is printed); 2: bad "
                        "input.")
     p.add_argument("dir", metavar="DIR", help="a run folder holding model.npz")
     p.add_argument("--n-check", type=int, default=None, metavar="N",
                    help="check predictions on the first N test examples (default: all)")
-    p.add_argument("--n-timing", type=int, default=2000, metavar="N",
-                   help="single-example calls timed per model (default %(default)s)")
     p.add_argument("--conv", choices=CONV_STRATEGIES, default=DEFAULT_CONV,
                    help="sparse conv layers as condensed im2col or dense over the kept "
                    "channels (default %(default)s)")
@@ -288,22 +286,20 @@ def _add_condense(sub) -> None:
 
 
 def _condense(args) -> int:
-    import time
     from pathlib import Path
 
     from . import checkpoint
     from ._validate import check_int
     from .condensed.model import condense_model, load_condensed, model_from_checkpoint
-    from .train import TrainConfig, Trainer
+    from .train import TrainConfig, run_dataset
     run_dir = Path(args.dir)
-    n_timing = check_int("--n-timing", args.n_timing, low=10)
     if args.n_check is not None:
         check_int("--n-check", args.n_check, low=1)
     if not run_dir.is_dir():
         raise ValueError(f"DIR == '{run_dir}' is not a folder (a run folder holding model.npz)")
     ckpt = checkpoint.load_checkpoint(run_dir / "model.npz")
     config = TrainConfig.from_dict(ckpt.config)
-    dataset = Trainer(config, run_dir, progress=None).data          # the run's test set
+    dataset = run_dataset(config, progress=sys.stderr)               # the run's test set
     model = model_from_checkpoint(ckpt, dataset.input_shape)
     out = run_dir / "condensed.npz"
     checkpoint.atomic_write(out, condense_model(model, ckpt.masks, conv=args.conv).write)
@@ -325,29 +321,6 @@ def _condense(args) -> int:
     x, y = dataset.x_test, dataset.y_test
     if args.n_check is not None:
         x, y = x[:args.n_check], y[:args.n_check]
-    # batch-1 latency: single-example calls, the two models alternating call by call
-    examples = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(n_timing, 512))]
-    models = {"dense NumPy model": lambda e: model.forward(e, train=False)[0],
-              "condensed": cmodel}
-    times = {name: np.empty(n_timing) for name in models}
-    for f in models.values():
-        for e in examples[:3]:
-            f(e)                                                     # compile, warm caches
-    order = list(models)
-    for i in range(n_timing):
-        e = examples[i % len(examples)]
-        for name in (order if i % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            models[name](e)
-            times[name][i] = time.perf_counter() - t0
-    print(f"batch-1 latency, whole model (median [IQR] over {n_timing} single-example calls "
-          f"each, interleaved):")
-    for name, t in times.items():
-        q1, med, q3 = np.percentile(t, [25, 50, 75]) * 1e6
-        print(f"  {name:<18} {med:8.1f} us [{q1:.1f}, {q3:.1f}]")
-    ratio = np.median(times["dense NumPy model"]) / np.median(times["condensed"])
-    print(f"  {'speed-up':<18} {ratio:8.2f}x")
-
     ref = np.concatenate([model.forward(x[lo:lo + 1000], train=False)[0]
                           for lo in range(0, len(x), 1000)])
     got = cmodel(x)
@@ -355,7 +328,8 @@ def _condense(args) -> int:
     rel = float(np.abs(got - ref).max() / max(np.abs(ref).max(), np.finfo(np.float32).tiny))
     print(f"predictions (argmax, {len(x)} test examples of {config.dataset}): "
           f"{len(x) - n_diff} agree, {n_diff} differ; max |logit diff| / max |logit| = "
-          f"{rel:.2e}; dense accuracy {float((ref.argmax(axis=1) == y).mean()):.4f}")
+          f"{rel:.2e}; accuracy dense {float((ref.argmax(axis=1) == y).mean()):.4f}, "
+          f"condensed {float((got.argmax(axis=1) == y).mean()):.4f}")
     return 1 if n_diff else 0
 
 

@@ -149,10 +149,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.trace_dir = None if trace_dir is None else Path(trace_dir)
-        data_rng, self.rng = np.random.default_rng(config.seed).spawn(2)
-        self.data = _subset(data.load_dataset(config.dataset, data_dir=config.data_dir,
-                                              progress=progress is not None, rng=data_rng),
-                            config.n_train)
+        self.data = run_dataset(config, progress=progress)
+        self.rng = np.random.default_rng(config.seed).spawn(2)[1]   # [0] drew the data
         self.model = build_model(config.model, self.data.input_shape, self.data.n_classes,
                                  rng=self.rng, **({} if config.hidden is None
                                                   else {"hidden": config.hidden}))
@@ -457,6 +455,35 @@ class Trainer:
         self.rng.bit_generator.state = ckpt.meta["rng_state"]
         if self.engine is not None:
             self.engine.load(st.masks)
+
+
+def run_dataset(config: TrainConfig, *, progress=None) -> data.Dataset:
+    """The dataset a run of ``config`` trains and evaluates on.
+
+    The synthetic dataset is drawn by the first generator spawned from ``config.seed`` (the
+    second one drives the model and the training); the training set is cut to ``n_train``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    progress : file-like or None
+        Where download progress is printed (``download_printer``).
+    """
+    data_rng = np.random.default_rng(config.seed).spawn(2)[0]
+    report = None if progress is None else download_printer(progress)
+    return _subset(data.load_dataset(config.dataset, data_dir=config.data_dir,
+                                     progress=report, rng=data_rng), config.n_train)
+
+
+def download_printer(file) -> data.ProgressCallback:
+    """A ``data.ProgressCallback`` writing one self-updating line per downloaded file."""
+    def report(p: data.DownloadProgress) -> None:
+        got = f"{p.n_bytes / 1e6:.1f}"
+        of = (f"/{p.total / 1e6:.1f} MB ({100 * p.n_bytes // max(p.total, 1)}%)"
+              if p.total else " MB")
+        print(f"\rdownloading {p.url}: {got}{of}", end="\n" if p.done else "", file=file,
+              flush=True)
+    return report
 
 
 def _subset(ds: data.Dataset, n_train: int | None) -> data.Dataset:

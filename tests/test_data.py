@@ -20,6 +20,7 @@ import pytest
 from srigl_ref import data
 from srigl_ref.data import (batches, channel_stats, find_dataset, load_dataset, normalize,
                             read_cifar10_binary, read_cifar10_python, read_idx, synthetic)
+from srigl_ref.train import download_printer
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
@@ -354,24 +355,47 @@ def _serve_mnist(files, rng, monkeypatch) -> dict[str, bytes]:
 
 
 def test_download_success(isolated, rng, server, monkeypatch, capsys):
+    """Files land verified in the cache; progress goes to the callback, nothing is printed:
+    each file's last report is ``done`` with every byte received."""
     files, url = server
     blobs = _serve_mnist(files, rng, monkeypatch)
-    ds = load_dataset("mnist", base_url=url)
+    reports = []
+    ds = load_dataset("mnist", base_url=url, progress=reports.append)
     assert len(ds.y_train) == 20
     cache = isolated / "cache" / "srigl-ref" / "mnist"
     assert sorted(p.name for p in cache.iterdir()) == sorted(blobs)
     assert all((cache / n).read_bytes() == b for n, b in blobs.items())
-    err = capsys.readouterr().err
-    assert f"downloading {url}/train-images-idx3-ubyte.gz" in err and "(100%)" in err
+    assert capsys.readouterr() == ("", "")
+    last = {r.url: r for r in reports if r.done}
+    assert last == {f"{url}/{n}": data.DownloadProgress(f"{url}/{n}", len(b), len(b), True)
+                    for n, b in blobs.items()}
+    assert all(isinstance(r, data.DownloadProgress) for r in reports)
     files.clear()                                     # now served from the cache
     assert len(load_dataset("mnist", base_url=url).y_test) == 8
+
+
+def test_trainer_prints_download_progress():
+    out = io.StringIO()
+    report = download_printer(out)
+    report(data.DownloadProgress("http://h/f.gz", 500_000, 2_000_000, False))
+    report(data.DownloadProgress("http://h/f.gz", 2_000_000, 2_000_000, True))
+    report(data.DownloadProgress("http://h/g", 1_500_000, None, True))
+    assert out.getvalue() == ("\rdownloading http://h/f.gz: 0.5/2.0 MB (25%)"
+                              "\rdownloading http://h/f.gz: 2.0/2.0 MB (100%)\n"
+                              "\rdownloading http://h/g: 1.5 MB\n")
+
+
+def test_progress_must_be_callable(isolated):
+    with pytest.raises(TypeError, match=r"progress == True, must be a callable taking a "
+                                        r"DownloadProgress, or None"):
+        find_dataset("mnist", progress=True)
 
 
 def test_download_base_url_from_env(isolated, rng, server, monkeypatch):
     files, url = server
     _serve_mnist(files, rng, monkeypatch)
     monkeypatch.setenv("SRIGL_REF_DATA_URL", url)
-    kind, paths = find_dataset("mnist", progress=False)
+    kind, paths = find_dataset("mnist")
     assert paths[0] == isolated / "cache" / "srigl-ref" / "mnist" / "train-images-idx3-ubyte.gz"
 
 
@@ -383,7 +407,7 @@ def test_download_checksum_mismatch_leaves_nothing(isolated, rng, server, monkey
     with pytest.raises(ValueError, match=rf"{url}/t10k-images-idx3-ubyte.gz: SHA-256 mismatch: "
                                          rf"expected [0-9a-f]{{64}}, got "
                                          rf"{hashlib.sha256(bad).hexdigest()} \(120 bytes\)"):
-        load_dataset("mnist", base_url=url, progress=False)
+        load_dataset("mnist", base_url=url)
     cache = isolated / "cache" / "srigl-ref" / "mnist"
     assert sorted(p.name for p in cache.iterdir()) == ["train-images-idx3-ubyte.gz",
                                                        "train-labels-idx1-ubyte.gz"]
@@ -396,7 +420,7 @@ def test_download_interrupted_leaves_nothing(isolated, rng, server, monkeypatch)
     files[first] = (blobs[first], 100)
     with pytest.raises(ValueError, match=rf"{url}/{first}: transfer interrupted: received 100 "
                                          rf"of {len(blobs[first])} bytes"):
-        load_dataset("mnist", base_url=url, progress=False)
+        load_dataset("mnist", base_url=url)
     assert list((isolated / "cache" / "srigl-ref" / "mnist").iterdir()) == []
 
 
@@ -405,7 +429,7 @@ def test_download_failure_is_listed_with_the_places(isolated, server):
     with pytest.raises(ValueError, match=rf"(?s)dataset 'cifar10' not found\. Looked in:.*"
                                          rf"download from {url}: failed \(HTTP Error 404.*"
                                          r"Remedies: pass --data-dir DIR"):
-        load_dataset("cifar10", base_url=url, progress=False)
+        load_dataset("cifar10", base_url=url)
 
 
 # --- real Fashion-MNIST (Debian's dataset-fashion-mnist) ---------------------------------

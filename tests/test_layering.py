@@ -48,3 +48,24 @@ def test_core_does_not_import_upward(path):
     for name in imports(path):
         assert not name.startswith(("srigl_ref.train", "srigl_ref.cli", "srigl_ref.data",
                                     "srigl_ref.checkpoint")), f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.parent.name == "data"],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_data_imports_only_its_own_modules_and_validation(path):
+    """data/ sits below train and cli: of the package it reads only ``_validate``."""
+    for name in imports(path):
+        if name.startswith("srigl_ref"):
+            assert name.startswith(("srigl_ref.data", "srigl_ref._validate")), \
+                f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.parent.name == "data"],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_data_does_not_print(path):
+    """Only train and cli print: data reports download progress through a callback."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        assert not (isinstance(node, ast.Name) and node.id == "print"), f"{path} prints"
+        assert not (isinstance(node, ast.Attribute) and node.attr in ("stderr", "stdout")), \
+            f"{path} writes to sys.{node.attr}"

@@ -50,9 +50,9 @@ class TopologyUpdate:
         positions that enter the keep set with a zero score are active after but not
         counted (docs/algorithm.md §6).
     n_keep : int
-        How many weights the update kept by magnitude before the cap (docs/algorithm.md §6 step
-        2: ``popcount(mask) - n_prune``, lowered to ``count_nonzero(weight)`` by SRigL's nnz
-        guard; sections 8 for RigL and SET, without the guard).
+        How many weights the update kept by magnitude before the cap (docs/algorithm.md
+        §6.2: ``popcount(mask) - n_prune``, lowered to ``count_nonzero(weight)`` by SRigL's
+        nnz guard; §8 for RigL and SET, without the guard).
     n_prune : int
         ``popcount(mask) - n_keep``: how many the update dropped by magnitude, and how many
         RigL and SET regrow.
@@ -71,7 +71,8 @@ class TopologyUpdate:
 
 
 class PruneKeep(NamedTuple):
-    """The counts of one update (docs/algorithm.md §6.2): ``n_keep + n_prune == popcount(mask)``."""
+    """The counts of one update (docs/algorithm.md §6.2); ``n_keep + n_prune`` is
+    ``popcount(mask)``."""
     n_keep: int
     n_prune: int
 

@@ -74,17 +74,17 @@ def test_top_magnitude_mask_equals_reference(state, n, skip):
 
 @given(state=layer_states(), n_keep=st.integers(0, 500), n_prune=st.integers(0, 500))
 def test_salient_counts_kernel_equals_reference(state, n_keep, n_prune):
+    """The salient-count stage: the reference's counts, and each boundary's tie flag."""
+    from srigl_ref.dst import stages
     out = state.weight.shape[0]
     w2 = state.weight.reshape(out, -1)
     g2 = state.grad.reshape(out, -1)
-    wb, wa, wn = magnitude_keys(w2)
-    gb, ga, gn = magnitude_keys(g2)
-    rows, pos = np.zeros(out, bool), np.zeros((0, 0), bool)
-    tw = _kernels.layer_threshold(wb, wa, wn, rows, pos, n_keep)
-    tg = _kernels.layer_threshold(gb, ga, gn, rows, pos, n_prune)
-    got = _kernels.salient_counts(wb, wa, *tw[:2], gb, ga, *tg[:2])
+    got = stages.salient_counts(magnitude_keys(w2), magnitude_keys(g2), n_keep, n_prune)
     want = reference.salient_counts(np.abs(w2), np.abs(g2), n_keep, n_prune)
-    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    assert got.counts.dtype == want.dtype and got.counts.tolist() == want.tolist()
+    for threshold, a, n in ((got.keep, w2, n_keep), (got.grad, g2, n_prune)):
+        values = np.sort(np.abs(a).ravel())[::-1]
+        assert threshold.tied == (0 < n < len(values) and values[n - 1] == values[n])
 
 
 @pytest.mark.parametrize("shape", [(64, 300), (16, 8, 3, 3), (300, 64)])
