@@ -84,11 +84,11 @@ def _add_train(sub) -> None:
     p.set_defaults(run=_train)
 
 
-def _train(args) -> None:
+def _train(args) -> int:
     from pathlib import Path
 
     from . import checkpoint
-    from .train import TrainConfig, Trainer
+    from .train import TrainConfig, Trainer, TrainingDiverged
     if args.resume:
         out = Path(args.resume)
         config = TrainConfig.from_dict(checkpoint.load_checkpoint(out / "model.npz").config)
@@ -106,14 +106,24 @@ def _train(args) -> None:
         out = Path(args.out or f"runs/{config.method}_{config.model}_{config.dataset}_"
                    f"d{config.density}_s{config.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = Trainer(config, out, trace_dir=args.trace).run(resume=bool(args.resume))
+    try:
+        summary = Trainer(config, out, trace_dir=args.trace).run(resume=bool(args.resume))
+    except TrainingDiverged as e:
+        kept = "model.npz keeps the last completed epoch" if (out / "model.npz").exists() \
+            else "no epoch completed, no model.npz"
+        print(f"srigl-ref: error: {e}; {kept}; {out / 'summary.json'} says \"diverged\"",
+              file=sys.stderr)
+        return 1
     _print_summary(summary, out)
+    return 0
 
 
 def _print_summary(summary: dict, out) -> None:
     print(f"\n{summary['method']} on {summary['config']['dataset']} "
           f"({summary['config']['model']}), seed {summary['config']['seed']}")
     print(f"  test accuracy   {summary['test_accuracy']:.4f}")
+    if summary["status"] != "ok":
+        print(f"  status          {summary['status'].upper()}: {summary['message']}")
     print(f"  density         {summary['density']:.4f} (target {summary['target_density']})")
     print(f"  ITOP rate       {summary['itop_rate']:.4f}")
     print(f"  time            {summary['seconds']:.1f} s")

@@ -1,4 +1,8 @@
-"""DESIGN.md's dependency rules, checked on the source with ``ast``."""
+"""DESIGN.md's dependency rules, checked on the source with ``ast``.
+
+Layers, top down: ``cli`` -> ``train`` (the loop, engines, methods, observers) -> ``data``,
+``checkpoint``, ``interchange`` -> ``dst``, ``nn``, ``condensed`` (the core) -> ``_validate``.
+"""
 import ast
 from pathlib import Path
 
@@ -48,3 +52,17 @@ def test_core_does_not_import_upward(path):
     for name in imports(path):
         assert not name.startswith(("srigl_ref.train", "srigl_ref.cli", "srigl_ref.data",
                                     "srigl_ref.checkpoint")), f"{path} imports {name}"
+
+
+TRAIN_MAY_IMPORT = ("srigl_ref._validate", "srigl_ref.dst", "srigl_ref.nn",
+                    "srigl_ref.condensed", "srigl_ref.data", "srigl_ref.checkpoint",
+                    "srigl_ref.interchange", "srigl_ref.train")
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.parent.name == "train"],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_train_imports_only_lower_layers(path):
+    for name in imports(path):
+        if name.startswith("srigl_ref."):      # ``from .. import x`` also lists srigl_ref.x
+            assert name.startswith(TRAIN_MAY_IMPORT), f"{path} imports {name}"
+
