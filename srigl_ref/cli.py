@@ -249,7 +249,7 @@ def _condense(args) -> int:
 
     from . import checkpoint
     from ._validate import check_int
-    from .condensed.model import condense_model, load_condensed, model_from_checkpoint
+    from .condensed import condense_model, load_condensed, model_from_checkpoint
     from .train import TrainConfig, Trainer
     run_dir = Path(args.dir)
     n_timing = check_int("--n-timing", args.n_timing, low=10)
