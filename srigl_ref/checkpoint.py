@@ -4,7 +4,8 @@ read back with validation.
 ``model.npz`` (format version 1) holds plain arrays only (loadable with
 ``allow_pickle=False``):
 
-- ``param/<name>``: every model parameter (float32), PyTorch names (``fc1.weight``, ...);
+- ``param/<name>``: every entry of ``Model.state_dict()`` (float; the parameters, and the
+  buffers of models that have any), PyTorch names (``fc1.weight``, ...);
 - ``mask/<name>``: the bool mask of every sparse weight;
 - ``momentum/<name>``: the SGD momentum buffer of every parameter;
 - ``ever_active/<name>``: bool, positions active at any time so far (for the ITOP rate);

@@ -1,7 +1,8 @@
 """Command line: ``srigl-ref <subcommand>``.
 
 The only module that prints errors and exits: bad arguments or data give a one-line
-``srigl-ref: error: ...`` on stderr and exit code 2, never a traceback.
+``srigl-ref: error: ...`` on stderr and exit code 2, a diverging training run (non-finite
+loss) a one-line error and exit code 1, never a traceback.
 """
 from __future__ import annotations
 
