@@ -7,7 +7,7 @@ from .. import data, dst
 from .._validate import check_choice, check_density, check_int, check_real
 from ..nn.models import INITS, MODELS
 from .engines import ENGINES
-from .methods import METHODS
+from .methods import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class TrainConfig:
     hidden: tuple[int, ...] | None = None   # mlp hidden widths (None: LeNet-300-100's)
 
     def __post_init__(self):
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, tuple(REGISTRY))
         check_choice("model", self.model, MODELS)
         check_choice("distribution", self.distribution, dst.sparsity.DISTRIBUTIONS)
         check_choice("init", self.init, INITS)
@@ -66,7 +66,7 @@ class TrainConfig:
             check_int("n_train", self.n_train, low=1)
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
         check_choice("engine", self.engine, ENGINES)
-        if self.engine == "condensed" and self.method != "srigl":
+        if self.engine == "condensed" and REGISTRY[self.method].structure != "constant_fan_in":
             raise ValueError(f"engine == 'condensed' needs method == 'srigl' (constant "
                              f"fan-in), got method == {self.method!r}")
         if self.hidden is not None:

@@ -358,3 +358,61 @@ def test_non_finite_data_rejected_once_where_it_enters(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"dataset 'synthetic': x_test holds 1 NaN or "
                                          r"infinite value\(s\), must be finite"):
         Trainer(TrainConfig(**TINY), tmp_path, progress=None)
+
+
+@pytest.fixture
+def register_method():
+    """``register_method(name, update, **kw)``: a method for one test, removed afterwards."""
+    added = []
+
+    def add(name, update, **kw):
+        srigl_ref.train.register(name, **kw)(update)
+        added.append(name)
+    yield add
+    for name in added:
+        srigl_ref.train.REGISTRY.pop(name)
+
+
+def test_a_method_is_one_registered_function(tmp_path, register_method):
+    """A method registered from outside trains through the same loop as the built-ins:
+    RigL re-registered under another name gives RigL's masks and metrics."""
+    calls = []
+
+    def rigl_again(layer, config):
+        calls.append((layer.name, layer.grad.shape, layer.ablation))
+        return srigl_ref.dst.rigl_update(layer.weight, layer.mask, layer.grad,
+                                         drop_fraction=layer.drop_fraction,
+                                         momentum=layer.momentum)
+    register_method("rigl_again", rigl_again, needs_grad=True)
+    t = CheckedTrainer(TrainConfig(method="rigl_again", **TINY), tmp_path / "again",
+                       progress=None)
+    t.run()
+    assert t.update_steps_seen == [5, 10, 15, 20, 25]
+    assert calls == [(n, shape, True) for _ in range(5)            # fc3 is dense under ERK
+                     for n, shape in (("fc1.weight", (300, 784)), ("fc2.weight", (100, 300)))]
+    Trainer(TrainConfig(method="rigl", **TINY), tmp_path / "rigl", progress=None).run()
+    again = checkpoint.load_checkpoint(tmp_path / "again" / "model.npz")
+    rigl = checkpoint.load_checkpoint(tmp_path / "rigl" / "model.npz")
+    for name in rigl.masks:
+        assert again.masks[name].tobytes() == rigl.masks[name].tobytes(), name
+    assert strip_seconds(checkpoint.read_metrics(tmp_path / "again" / "metrics.jsonl")) == \
+        strip_seconds(checkpoint.read_metrics(tmp_path / "rigl" / "metrics.jsonl"))
+
+
+def test_observers_see_every_update(tmp_path):
+    """An observer gets each update's inputs and results; the metrics record is built from
+    the same event."""
+    from srigl_ref.train.observers import update_record
+    events = []
+    t = Trainer(TrainConfig(**TINY), tmp_path, progress=None)
+    t.observers.append(events.append)
+    t.run()
+    assert [e.step for e in events] == [5, 10, 15, 20, 25]
+    updates = [r for r in checkpoint.read_metrics(tmp_path / "metrics.jsonl")
+               if r["kind"] == "update"]
+    assert [update_record(e) for e in events] == updates
+    for before, after in zip(events, events[1:]):
+        for (_, u), (layer, _) in zip(before.layers, after.layers):
+            assert np.array_equal(layer.mask, u.mask)     # each update starts from the last
+    for layer, u in events[-1].layers:
+        assert np.array_equal(t.state.masks[layer.name], u.mask)
