@@ -215,11 +215,9 @@ def _engine_worker(quick: bool) -> dict:
 
 def _train_epoch(t) -> None:
     """One epoch's training steps (``Trainer.run_epoch`` without evaluation and checkpoint)."""
-    import numpy as np
-    order = t.rng.permutation(len(t.data.y_train))
-    for lo in range(0, len(order), t.config.batch_size):
-        idx = order[lo:lo + t.config.batch_size]
-        t.train_step(np.ascontiguousarray(t.data.x_train[idx]), t.data.y_train[idx])
+    from srigl_ref.data import batches
+    for x, y in batches(t.data.x_train, t.data.y_train, t.config.batch_size, rng=t.rng):
+        t.train_step(x, y)
 
 
 def _print_engine_table(pooled: dict, envs: dict) -> None:

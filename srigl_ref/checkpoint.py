@@ -4,14 +4,24 @@ read back with validation.
 ``model.npz`` (format version 1) holds plain arrays only (loadable with
 ``allow_pickle=False``):
 
-- ``param/<name>``: every model parameter (float32), PyTorch names (``fc1.weight``, ...);
+- ``param/<name>``: every entry of ``Model.state_dict()`` (float; the parameters, and the
+  buffers of models that have any), PyTorch names (``fc1.weight``, ...);
 - ``mask/<name>``: the bool mask of every sparse weight;
 - ``momentum/<name>``: the SGD momentum buffer of every parameter;
 - ``ever_active/<name>``: bool, positions active at any time so far (for the ITOP rate);
 - ``dense_grad/<name>``: dense gradients accumulated towards the next update (usually none);
 - ``meta``: a 0-d string holding JSON: ``format_version``, ``config`` (the full run
   configuration), ``step``, ``epoch`` (epochs completed), ``rng_state`` (the bit
-  generator's state), ``sparse_names``, ``sparsities``.
+  generator's state), ``sparse_names``, ``sparsities`` and ``architecture``: the arguments
+  that rebuild the model (``{"name", "input_shape", "n_classes", "kwargs"}``, the call
+  ``build_model(name, input_shape, n_classes, **kwargs)``; absent in files written before
+  it was stored).
+
+``summary.json`` holds the keys of ``SUMMARY_KEYS`` and ``status``: ``"ok"``,
+``"at_chance"`` (final test accuracy within 2 points of chance) or ``"diverged"`` (the loss
+became non-finite; ``test_accuracy`` is the last completed epoch's, or null if none
+completed), with a one-line ``message`` unless ``"ok"``. Summaries written before the
+status existed have none.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ FORMAT_VERSION = 1
 _GROUPS = ("param", "mask", "momentum", "ever_active", "dense_grad")
 SUMMARY_KEYS = ("test_accuracy", "density", "target_density", "method", "seconds",
                 "itop_rate", "layers")
+SUMMARY_STATUSES = ("ok", "at_chance", "diverged")
 LAYER_KEYS = ("name", "shape", "sparsity", "fan_in", "n_active_neurons", "n_ablated")
 
 
@@ -143,7 +154,15 @@ def write_json(path, obj) -> None:
 
 
 def read_summary(path) -> dict:
-    """Read and validate ``summary.json`` (the keys of docs/api.md)."""
+    """Read and validate ``summary.json`` (the keys of docs/api.md and ``status``; see the module
+    docstring).
+
+    Raises
+    ------
+    ValueError
+        Naming the file: missing file or keys, invalid JSON, an unknown ``status``, a
+        ``test_accuracy`` outside [0, 1] (null is allowed only for a diverged run).
+    """
     path = Path(path)
     try:
         summary = json.loads(path.read_text())
@@ -154,10 +173,17 @@ def read_summary(path) -> dict:
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}")
+    status = summary.get("status", "ok")
+    if status not in SUMMARY_STATUSES:
+        raise ValueError(f"{path}: status == {status!r}, must be one of "
+                         f"{', '.join(map(repr, SUMMARY_STATUSES))}")
     acc = summary["test_accuracy"]
-    if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not 0.0 <= acc <= 1.0:
+    if not (acc is None and status == "diverged") and (
+            not isinstance(acc, (int, float)) or isinstance(acc, bool)
+            or not 0.0 <= acc <= 1.0):
         raise ValueError(f"{path}: test_accuracy == {summary['test_accuracy']}, must be in "
-                         f"[0, 1]")
+                         f"[0, 1]" + ("" if status == "diverged"
+                                      else " (null only when status is 'diverged')"))
     for i, layer in enumerate(summary["layers"]):
         lost = [k for k in LAYER_KEYS if k not in layer]
         if lost:

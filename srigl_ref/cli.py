@@ -1,7 +1,8 @@
 """Command line: ``srigl-ref <subcommand>``.
 
 The only module that prints errors and exits: bad arguments or data give a one-line
-``srigl-ref: error: ...`` on stderr and exit code 2, never a traceback.
+``srigl-ref: error: ...`` on stderr and exit code 2, a diverging training run (non-finite
+loss) a one-line error and exit code 1, never a traceback.
 """
 from __future__ import annotations
 
@@ -84,11 +85,11 @@ def _add_train(sub) -> None:
     p.set_defaults(run=_train)
 
 
-def _train(args) -> None:
+def _train(args) -> int:
     from pathlib import Path
 
     from . import checkpoint
-    from .train import TrainConfig, Trainer
+    from .train import TrainConfig, Trainer, TrainingDiverged
     if args.resume:
         out = Path(args.resume)
         config = TrainConfig.from_dict(checkpoint.load_checkpoint(out / "model.npz").config)
@@ -106,14 +107,24 @@ def _train(args) -> None:
         out = Path(args.out or f"runs/{config.method}_{config.model}_{config.dataset}_"
                    f"d{config.density}_s{config.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = Trainer(config, out, trace_dir=args.trace).run(resume=bool(args.resume))
+    try:
+        summary = Trainer(config, out, trace_dir=args.trace).run(resume=bool(args.resume))
+    except TrainingDiverged as e:
+        kept = "model.npz keeps the last completed epoch" if (out / "model.npz").exists() \
+            else "no epoch completed, no model.npz"
+        print(f"srigl-ref: error: {e}; {kept}; {out / 'summary.json'} says \"diverged\"",
+              file=sys.stderr)
+        return 1
     _print_summary(summary, out)
+    return 0
 
 
 def _print_summary(summary: dict, out) -> None:
     print(f"\n{summary['method']} on {summary['config']['dataset']} "
           f"({summary['config']['model']}), seed {summary['config']['seed']}")
     print(f"  test accuracy   {summary['test_accuracy']:.4f}")
+    if summary["status"] != "ok":
+        print(f"  status          {summary['status'].upper()}: {summary['message']}")
     print(f"  density         {summary['density']:.4f} (target {summary['target_density']})")
     print(f"  ITOP rate       {summary['itop_rate']:.4f}")
     print(f"  time            {summary['seconds']:.1f} s")
@@ -290,7 +301,7 @@ def _condense(args) -> int:
 
     from . import checkpoint
     from ._validate import check_int
-    from .condensed.model import condense_model, load_condensed, model_from_checkpoint
+    from .condensed import condense_model, load_condensed, model_from_checkpoint
     from .train import TrainConfig, run_dataset
     run_dir = Path(args.dir)
     if args.n_check is not None:

@@ -1,4 +1,8 @@
-"""DESIGN.md's dependency rules, checked on the source with ``ast``."""
+"""DESIGN.md's dependency rules, checked on the source with ``ast``.
+
+Layers, top down: ``cli`` -> ``train`` (the loop, engines, methods, observers) -> ``data``,
+``checkpoint``, ``interchange`` -> ``dst``, ``nn``, ``condensed`` (the core) -> ``_validate``.
+"""
 import ast
 from pathlib import Path
 
@@ -69,3 +73,35 @@ def test_data_does_not_print(path):
         assert not (isinstance(node, ast.Name) and node.id == "print"), f"{path} prints"
         assert not (isinstance(node, ast.Attribute) and node.attr in ("stderr", "stdout")), \
             f"{path} writes to sys.{node.attr}"
+TRAIN_MAY_IMPORT = ("srigl_ref._validate", "srigl_ref.dst", "srigl_ref.nn",
+                    "srigl_ref.condensed", "srigl_ref.data", "srigl_ref.checkpoint",
+                    "srigl_ref.interchange", "srigl_ref.train")
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.parent.name == "train"],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_train_imports_only_lower_layers(path):
+    for name in imports(path):
+        if name.startswith("srigl_ref."):      # ``from .. import x`` also lists srigl_ref.x
+            assert name.startswith(TRAIN_MAY_IMPORT), f"{path} imports {name}"
+
+
+
+def test_training_loop_has_no_branch_on_a_method_or_engine_name():
+    """The loop asks the method's registry entry and the engine; it never compares the
+    configured method or engine with a name (``config.engine == "condensed"``)."""
+    from srigl_ref.train import ENGINES, METHODS
+    tree = ast.parse((PKG / "train" / "loop.py").read_text())
+    names = set(METHODS) | set(ENGINES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for operand in [node.left, *node.comparators]:
+                for sub in ast.walk(operand):
+                    assert not (isinstance(sub, ast.Constant) and sub.value in names), \
+                        f"loop.py line {node.lineno} compares with {sub.value!r}"
+                    assert not (isinstance(sub, ast.Attribute) and sub.attr in ("method",
+                                                                                "engine")
+                                and isinstance(sub.ctx, ast.Load)
+                                and isinstance(sub.value, ast.Attribute)
+                                and sub.value.attr == "config"), \
+                        f"loop.py line {node.lineno} compares config.{sub.attr}"

@@ -95,7 +95,8 @@ class SGD:
 
     def _checked(self, name, grad, mask):
         w = self.params[name]
-        grad = as_float_array(f"grads[{name!r}]", grad, shape=w.shape)
+        # not scanned for NaN/inf on every step: the trainer stops on a non-finite loss
+        grad = as_float_array(f"grads[{name!r}]", grad, shape=w.shape, finite=False)
         if grad.dtype != w.dtype:
             raise TypeError(f"grads[{name!r}].dtype == {grad.dtype}, must be {w.dtype}")
         if mask is not None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from srigl_ref import checkpoint, cli
 from srigl_ref.condensed import (CondensedModel, condense_model, from_checkpoint,
-                                 load_condensed)
+                                 load_condensed, model_from_checkpoint)
 from srigl_ref.nn.models import Model, build_model, sparse_init
 from srigl_ref.train import TrainConfig, Trainer
 
@@ -325,3 +325,27 @@ def test_whole_mlp_batch1_kernel_matches_naive(seed, ablate, dense_last):
     assert got.dtype == np.float32 and got.shape == (4,)
     np.testing.assert_allclose(got, h, rtol=1e-5, atol=1e-5 * np.abs(h).max())
     np.testing.assert_allclose(got, cmodel(x)[0], rtol=1e-5, atol=1e-6)   # batched path
+
+
+def test_from_checkpoint_uses_the_stored_architecture(tmp_path):
+    """The trainer stores the builder's arguments; nothing is guessed from weight shapes."""
+    cfg = TrainConfig(**dict(TINY, epochs=1, hidden=(24, 12)))
+    t = Trainer(cfg, tmp_path, progress=None)
+    t.run()
+    ckpt = checkpoint.load_checkpoint(tmp_path / "model.npz")
+    assert ckpt.meta["architecture"] == {"name": "mlp", "input_shape": [1, 28, 28],
+                                         "n_classes": 10, "kwargs": {"hidden": [24, 12]}}
+    model = model_from_checkpoint(ckpt)                              # no input_shape needed
+    assert model.input_shape == (1, 28, 28) and model.n_classes == 10
+    for name, p in t.model.params.items():
+        assert model.params[name].tobytes() == p.tobytes(), name
+    x = t.data.x_test[:5]
+    np.testing.assert_allclose(from_checkpoint(ckpt)(x), t.model.forward(x, train=False)[0],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"input_shape == \(3, 32, 32\), but the "
+                                         r"checkpoint's model takes \(1, 28, 28\)"):
+        model_from_checkpoint(ckpt, (3, 32, 32))
+    ckpt.meta.pop("architecture")                                    # an older checkpoint
+    with pytest.raises(ValueError, match=r"stores no architecture .*: pass input_shape"):
+        model_from_checkpoint(ckpt)
+    assert model_from_checkpoint(ckpt, (1, 28, 28)).params.keys() == model.params.keys()

@@ -8,7 +8,7 @@ import pytest
 
 import srigl_ref
 from srigl_ref import checkpoint, cli
-from srigl_ref.train import TrainConfig, Trainer
+from srigl_ref.train import TrainConfig, Trainer, TrainingDiverged
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -82,7 +82,7 @@ def test_dense_gradient_only_where_needed(tmp_path, n_acc):
     assert t.dense_grad_records == len(want)
 
 
-def test_update_uses_mean_accumulated_dense_gradient(tmp_path):
+def test_update_uses_mean_accumulated_dense_gradient(tmp_path, monkeypatch):
     """The gradient handed to srigl_update is the mean of the recorded dense gradients."""
     t = Trainer(TrainConfig(grad_accumulation_n=2, **TINY), tmp_path, progress=None)
     seen, grads_at = {}, []
@@ -93,11 +93,8 @@ def test_update_uses_mean_accumulated_dense_gradient(tmp_path):
     def spy(weight, mask, grad, **kw):
         seen.setdefault(len(grads_at), []).append(grad)
         return update(weight, mask, grad, **kw)
-    srigl_ref.train.dst.srigl_update = spy
-    try:
-        t.run()
-    finally:
-        srigl_ref.train.dst.srigl_update = update
+    monkeypatch.setattr(srigl_ref.dst, "srigl_update", spy)
+    t.run()
     first = seen[2][0]                         # fc1 at the first update (after 2 records)
     want = (grads_at[0]["fc1.weight"] + grads_at[1]["fc1.weight"]) / 2
     np.testing.assert_allclose(first, want, rtol=1e-6)
@@ -246,3 +243,176 @@ def test_trace_replays_identically(tmp_path, method):
     assert len(files) == 5 * 2                  # 5 updates x (fc1, fc2; fc3 is dense)
     results = list(replay_dir(tmp_path / "trace"))
     assert len(results) == 10 and all(r.mismatch is None for r in results)
+
+
+class PoisonedTrainer(Trainer):
+    """Sets one weight to inf after ``poison_after`` epochs: the next loss is not finite."""
+    poison_after = 1
+
+    def run_epoch(self):
+        super().run_epoch()
+        if self.state.epoch == self.poison_after:
+            self.model.params["fc1.weight"][0, self.state.masks["fc1.weight"][0]] = np.inf
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    t = PoisonedTrainer(TrainConfig(**TINY), tmp_path, progress=None)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: the loss is nan at step "
+                       r"13 \(epoch 2 of 3\); the learning rate is likely too high \(lr == "
+                       r"[0-9.e-]+ at that step, --lr 0.05\)$") as e:
+        t.run()
+    assert (e.value.step, e.value.epoch) == (13, 2)
+    assert "\n" not in str(e.value)
+    ckpt = checkpoint.load_checkpoint(tmp_path / "model.npz")
+    assert ckpt.meta["epoch"] == 1 and ckpt.meta["step"] == 12       # the last good epoch
+    assert np.isfinite(ckpt.params["fc1.weight"]).all()
+    summary = checkpoint.read_summary(tmp_path / "summary.json")
+    assert summary["status"] == "diverged" and summary["message"] == str(e.value)
+    assert summary["epochs"] == 1 and summary["steps"] == 12
+    epochs = [r for r in checkpoint.read_metrics(tmp_path / "metrics.jsonl")
+              if r["kind"] == "epoch"]
+    assert summary["test_accuracy"] == epochs[-1]["test_accuracy"] and len(epochs) == 1
+
+
+def test_cli_diverging_lr_exits_1_with_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--dataset", "synthetic", "--n-train", "128", "--epochs", "2",
+                     "--batch-size", "32", "--lr", "10000", "--out", str(out)])
+    assert code == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert err[-1].startswith("srigl-ref: error: training diverged: the loss is nan at step ")
+    assert "(epoch 1 of 2); the learning rate is likely too high" in err[-1]
+    assert err[-1].endswith(f'no epoch completed, no model.npz; {out / "summary.json"} says '
+                            f'"diverged"')
+    summary = checkpoint.read_summary(out / "summary.json")
+    assert summary["status"] == "diverged" and summary["test_accuracy"] is None
+    assert summary["epochs"] == 0 and not (out / "model.npz").exists()
+
+
+class FixedAccuracyTrainer(Trainer):
+    """Reports a given test accuracy (to pin the chance-level rule, not learning)."""
+    accuracy = 0.1
+
+    def evaluate(self, x, y, batch_size=1000):
+        return 2.3, self.accuracy
+
+
+@pytest.mark.parametrize("accuracy, status", [(0.1, "at_chance"), (0.08, "at_chance"),
+                                              (0.12, "at_chance"), (0.0799, "ok"),
+                                              (0.1201, "ok"), (0.9, "ok")])
+def test_status_at_chance_within_two_points(tmp_path, accuracy, status):
+    t = FixedAccuracyTrainer(TrainConfig(**dict(TINY, epochs=1)), tmp_path, progress=None)
+    t.accuracy = accuracy
+    summary = t.run()
+    assert t.data.n_classes == 10
+    assert summary["status"] == status
+    assert checkpoint.read_summary(tmp_path / "summary.json")["status"] == status
+    if status == "at_chance":
+        assert summary["message"] == (f"test accuracy {accuracy:.4f} is within 2 points of "
+                                      f"chance (1/10): the run did not learn")
+    else:
+        assert "message" not in summary
+
+
+def test_final_table_says_at_chance(tmp_path, capsys):
+    t = FixedAccuracyTrainer(TrainConfig(**dict(TINY, epochs=1)), tmp_path, progress=None)
+    cli._print_summary(t.run(), tmp_path)
+    printed = capsys.readouterr().out
+    assert "  status          AT_CHANCE: test accuracy 0.1000 is within 2 points of chance " \
+           "(1/10): the run did not learn\n" in printed
+
+
+def test_normal_run_status_ok(tmp_path, capsys):
+    summary = Trainer(TrainConfig(**dict(TINY, epochs=1)), tmp_path, progress=None).run()
+    assert summary["status"] == "ok" and abs(summary["test_accuracy"] - 0.1) > 0.02
+    cli._print_summary(summary, tmp_path)
+    assert "  status  " not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, match", [
+    (dict(status="exploded"), r"status == 'exploded', must be one of 'ok', 'at_chance', "
+                              r"'diverged'"),
+    (dict(test_accuracy=None), r"test_accuracy == None, must be in \[0, 1\] \(null only "
+                               r"when status is 'diverged'\)"),
+])
+def test_read_summary_checks_status(tmp_path, edit, match):
+    Trainer(TrainConfig(**dict(TINY, epochs=1)), tmp_path, progress=None).run()
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), **edit)))
+    with pytest.raises(ValueError, match=match):
+        checkpoint.read_summary(path)
+
+
+def test_non_finite_data_rejected_once_where_it_enters(tmp_path, monkeypatch):
+    real = srigl_ref.data.load_dataset
+
+    def poisoned(*a, **kw):
+        ds = real(*a, **kw)
+        x = ds.x_test.copy()
+        x[3, 0, 0, 0] = np.nan
+        return srigl_ref.data.Dataset(ds.name, ds.x_train, ds.y_train, x, ds.y_test,
+                                      ds.n_classes)
+    monkeypatch.setattr(srigl_ref.data, "load_dataset", poisoned)
+    with pytest.raises(ValueError, match=r"dataset 'synthetic': x_test holds 1 NaN or "
+                                         r"infinite value\(s\), must be finite"):
+        Trainer(TrainConfig(**TINY), tmp_path, progress=None)
+
+
+@pytest.fixture
+def register_method():
+    """``register_method(name, update, **kw)``: a method for one test, removed afterwards."""
+    added = []
+
+    def add(name, update, **kw):
+        srigl_ref.train.register(name, **kw)(update)
+        added.append(name)
+    yield add
+    for name in added:
+        srigl_ref.train.REGISTRY.pop(name)
+
+
+def test_a_method_is_one_registered_function(tmp_path, register_method):
+    """A method registered from outside trains through the same loop as the built-ins:
+    RigL re-registered under another name gives RigL's masks and metrics."""
+    calls = []
+
+    def rigl_again(layer, config):
+        calls.append((layer.name, layer.grad.shape, layer.ablation))
+        return srigl_ref.dst.rigl_update(layer.weight, layer.mask, layer.grad,
+                                         drop_fraction=layer.drop_fraction,
+                                         momentum=layer.momentum)
+    register_method("rigl_again", rigl_again, needs_grad=True)
+    t = CheckedTrainer(TrainConfig(method="rigl_again", **TINY), tmp_path / "again",
+                       progress=None)
+    t.run()
+    assert t.update_steps_seen == [5, 10, 15, 20, 25]
+    assert calls == [(n, shape, True) for _ in range(5)            # fc3 is dense under ERK
+                     for n, shape in (("fc1.weight", (300, 784)), ("fc2.weight", (100, 300)))]
+    Trainer(TrainConfig(method="rigl", **TINY), tmp_path / "rigl", progress=None).run()
+    again = checkpoint.load_checkpoint(tmp_path / "again" / "model.npz")
+    rigl = checkpoint.load_checkpoint(tmp_path / "rigl" / "model.npz")
+    for name in rigl.masks:
+        assert again.masks[name].tobytes() == rigl.masks[name].tobytes(), name
+    assert strip_seconds(checkpoint.read_metrics(tmp_path / "again" / "metrics.jsonl")) == \
+        strip_seconds(checkpoint.read_metrics(tmp_path / "rigl" / "metrics.jsonl"))
+
+
+def test_observers_see_every_update(tmp_path):
+    """An observer gets each update's inputs and results; the metrics record is built from
+    the same event."""
+    from srigl_ref.train.observers import update_record
+    events = []
+    t = Trainer(TrainConfig(**TINY), tmp_path, progress=None)
+    t.observers.append(events.append)
+    t.run()
+    assert [e.step for e in events] == [5, 10, 15, 20, 25]
+    updates = [r for r in checkpoint.read_metrics(tmp_path / "metrics.jsonl")
+               if r["kind"] == "update"]
+    assert [update_record(e) for e in events] == updates
+    for before, after in zip(events, events[1:]):
+        for (_, u), (layer, _) in zip(before.layers, after.layers):
+            assert np.array_equal(layer.mask, u.mask)     # each update starts from the last
+    for layer, u in events[-1].layers:
+        assert np.array_equal(t.state.masks[layer.name], u.mask)

@@ -1,6 +1,7 @@
-"""Truly sparse training of constant fan-in layers: the condensed engine (issue 8).
+"""Truly sparse training of constant fan-in layers: the condensed engine.
 
-The masked engine (``Model`` + ``SGD`` with masks, ``train.py``) is the readable reference:
+The masked engine (``Model`` + ``SGD`` with masks, ``engine.MaskedEngine``) is the readable
+reference:
 it multiplies dense weights that are zero outside the mask, so forward, backward and the
 optimizer step cost the dense amount of work whatever the density. With constant fan-in
 every active neuron of a layer has exactly ``k`` inputs, so the layer trains as two small
@@ -33,10 +34,10 @@ of the ``C_in*kh*kw`` im2col rows per output channel, but the im2col matrix itse
 col2im of the backward) is built densely whatever the density, and it is most of a conv
 layer's memory traffic here (bench/README.md, "## train_step"); its GEMM has only 32-64
 output rows, so skipping the inactive columns would save little. The done criteria of
-issue 8 are MLP-only. Dense layers (sparsity 0, e.g. the classifier under ERK) also stay
+this engine are MLP-only. Dense layers (sparsity 0, e.g. the classifier under ERK) also stay
 as they are.
 
-The trainer's interface (``train.py`` with ``engine="condensed"``)::
+The engine implements the trainer's interface (``engine.Engine``)::
 
     engine = CondensedEngine(model, optimizer, masks, names)   # gathers values + momentum
     logits, cache = engine.forward(x)
@@ -51,12 +52,13 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array, as_mask
+from ..condensed import _kernels
+from ..condensed.matmul import feature_major, narrow_index
 from ..dst.masks import check_constant_fan_in
 from ..nn.layers import Linear, ReLU
 from ..nn.models import Model
 from ..nn.optim import SGD
-from . import _kernels
-from .matmul import feature_major, narrow_index
+from .engine import Engine
 
 
 class CondensedTrainLinear:
@@ -218,7 +220,7 @@ def _check_batch(name: str, x, width: int) -> np.ndarray:
     return x
 
 
-class CondensedEngine:
+class CondensedEngine(Engine):
     """Trains a model's constant fan-in linear layers in condensed form (module docstring).
 
     Every layer of ``model`` runs as in ``Model.forward``/``backward`` except the weights
@@ -275,6 +277,11 @@ class CondensedEngine:
         self._first = next(i for i, (_, layer) in enumerate(model.layers)
                            if layer.param_shapes())
         self.load(masks)
+
+    @classmethod
+    def for_run(cls, model, optimizer, masks, sparsities) -> "CondensedEngine":
+        """The engine of a run: every Linear weight with sparsity > 0 condensed."""
+        return cls(model, optimizer, masks, condensed_names(model, sparsities))
 
     @property
     def momentum_buffers(self) -> dict[str, np.ndarray]:
@@ -345,7 +352,8 @@ class CondensedEngine:
         dlogits : ndarray of shape (B, n_classes), the model's dtype
         cache : list, from ``forward(x, train=True)``
         dense : bool
-            Also compute ``dW = dY^T X`` of the condensed weights (docs/algorithm.md §5).
+            Also return the dense gradient of every sparse weight (docs/algorithm.md §5):
+            ``dW = dY^T X`` for the condensed ones (computed only then).
 
         Returns
         -------
@@ -353,7 +361,8 @@ class CondensedEngine:
             One per ``self.params`` entry, of its shape (``[n_active, k]`` for condensed
             weights), in ``params`` order.
         dense_grads : dict[str, ndarray]
-            ``{name: dW [out, in]}`` of the condensed weights when ``dense``, else empty.
+            When ``dense``, ``{name: dW}`` for every ``model.sparse_names`` entry, of the
+            weight's dense shape (``[out, in]`` for the condensed weights); else empty.
         """
         if not isinstance(cache, list) or len(cache) != len(self.model.layers):
             raise ValueError("cache must be the list returned by forward(x, train=True)")
@@ -373,6 +382,9 @@ class CondensedEngine:
             else:
                 dy, g = layer.backward(dy, cache[i])
                 grads.update({f"{lname}.{key}": v for key, v in g.items()})
+        if dense:
+            dense_grads = {name: dense_grads[name] if name in dense_grads else grads[name]
+                           for name in self.model.sparse_names}
         return {name: grads[name] for name in self.params}, dense_grads
 
     def step(self, grads: dict, masks: dict, lr: float) -> None:

@@ -1,4 +1,4 @@
-"""The condensed training engine (issue 8): kernels == naive twins, float64 gradient checks
+"""The condensed training engine: kernels == naive twins, float64 gradient checks
 of the layer, equivalence with the masked engine, SPEC section 10 after every step, dense
 gradients only where needed, resume, configuration errors."""
 import numpy as np
@@ -9,17 +9,17 @@ from hypothesis import strategies as st
 import srigl_ref
 from srigl_ref import checkpoint, cli
 from srigl_ref.condensed import _kernels as K
-from srigl_ref.condensed.training import (CondensedEngine, CondensedTrainLinear,
-                                          condensed_names)
 from srigl_ref.nn import SGD, build_model
 from srigl_ref.train import TrainConfig, Trainer
+from srigl_ref.train.condensed_engine import (CondensedEngine, CondensedTrainLinear,
+                                              condensed_names)
 
-from .gradcheck import check_gradient
-from .test_train import TINY, CheckedTrainer, strip_seconds
+from ..gradcheck import check_gradient
+from .test_trainer import TINY, CheckedTrainer, strip_seconds
 
 # 50 steps of batch 32 on 1024 synthetic examples; delta 5: nine updates in 50 steps
 EQUIV = dict(dataset="synthetic", n_train=1024, batch_size=32, epochs=2, delta=5, lr=0.05)
-# density 0.02, uniform, gamma_sal 0.5: hidden neurons get ablated (test_train's setting)
+# density 0.02, uniform, gamma_sal 0.5: hidden neurons get ablated (test_trainer's setting)
 ABLATING = dict(EQUIV, density=0.02, distribution="uniform", gamma_sal=0.5)
 
 

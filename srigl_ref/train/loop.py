@@ -1,24 +1,26 @@
-"""The training loop of docs/algorithm.md §5, its metrics, checkpoints and progress output.
+"""The training loop (docs/algorithm.md §5): one code path for every method and engine.
 
 One optimizer step, in this order (docs/algorithm.md §5)::
 
-    forward -> loss -> backward (dense gradients of every parameter)
+    forward -> loss -> backward (dense gradients of the sparse weights when recorded)
     if this step precedes an update: accumulate the dense gradients of the sparse weights
     SGD step with the masked gradient; momentum *= M and W *= M
     step += 1
-    if step is an update step: per sparse layer, srigl/rigl/set_update on the post-step
-    weights with the mean accumulated dense gradient; the momentum buffer is masked with
-    the new mask
+    if step is an update step: per sparse layer, the method's update (``methods.REGISTRY``)
+    on the post-step weights with the mean accumulated dense gradient; the momentum buffer
+    is masked with the new mask; then every observer sees the update
+
+The loop never branches on the method or the engine: the method's registry entry says
+whether it records dense gradients and how it updates a layer; the engine
+(``engine.Engine``: masked or condensed) computes the step and keeps the dense view
+(``model.params``, ``optimizer.momentum_buffers``) current around topology updates and
+checkpoints. Observers (``observers.py``) write the metrics record and the trace.
 
 ``train`` only orchestrates: the math lives in ``dst`` and ``nn``; files are written
-through ``checkpoint``. It prints progress (stderr) and nothing else.
-
-Engines. ``engine="masked"`` (default, the readable reference) runs the steps above on
-``self.model`` and ``self.optimizer``. ``engine="condensed"`` (SRigL only) runs the same
-steps through ``condensed.training.CondensedEngine``: the sparse linear layers train as
-``values/indices``, the dense gradient is computed only on the steps that record it, and
-``sync_dense()`` writes the dense weights and momentum back for topology updates,
-checkpoints and anything else that reads ``model.params``.
+through ``checkpoint``. It prints progress (stderr) and nothing else. A non-finite loss
+stops the run with ``TrainingDiverged`` (``summary.json`` says ``"status": "diverged"``, the
+last epoch's checkpoint is kept); a run that ends within ``CHANCE_MARGIN`` of chance
+accuracy finishes with ``"status": "at_chance"``.
 """
 from __future__ import annotations
 
@@ -30,92 +32,31 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, dst
-from ._validate import check_choice, check_density, check_int, check_real
-from .condensed.training import CondensedEngine, condensed_names
-from .interchange import cases
-from .nn.losses import softmax_cross_entropy
-from .nn.models import INITS, MODELS, build_model, sparse_init
-from .nn.optim import SGD, CosineLR
+from .. import checkpoint, data, dst
+from ..nn.losses import softmax_cross_entropy
+from ..nn.models import build_model, sparse_init
+from ..nn.optim import SGD, CosineLR
+from . import engines, methods
+from .config import TrainConfig
+from .methods import LayerInput
+from .observers import MetricsObserver, TraceObserver, UpdateEvent, update_record
 
-METHODS = ("dense", "static", "set", "rigl", "srigl")
-DYNAMIC = ("set", "rigl", "srigl")
-ENGINES = ("masked", "condensed")
+#: A run whose final test accuracy is within this of ``1 / n_classes`` is "at_chance".
+CHANCE_MARGIN = 0.02
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a run (stored in ``model.npz`` and ``summary.json``)."""
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    model: str = "mlp"
-    method: str = "srigl"
-    density: float = 0.1
-    distribution: str = "erk"
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    warmup_epochs: int = 0
-    seed: int = 0
-    delta: int = 100
-    alpha: float = 0.3
-    t_end_fraction: float = 0.75
-    grad_accumulation_n: int = 1
-    gamma_sal: float = 0.3
-    ablation: bool = True
-    ablation_base: str = "sparse"
-    exempt_last_layer: bool = True
-    init: str = "kaiming"
-    dense_layers: tuple[int, ...] = ()
-    n_train: int | None = None        # use only the first n training examples (quick runs)
-    engine: str = "masked"            # "condensed": truly sparse SRigL (condensed/training.py)
-    hidden: tuple[int, ...] | None = None   # mlp hidden widths (None: LeNet-300-100's)
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message is one line naming step, epoch and lr.
 
-    def __post_init__(self):
-        check_choice("method", self.method, METHODS)
-        check_choice("model", self.model, MODELS)
-        check_choice("distribution", self.distribution, dst.sparsity.DISTRIBUTIONS)
-        check_choice("init", self.init, INITS)
-        check_choice("dataset", self.dataset, data.DATASETS)
-        check_density("density", self.density)
-        check_int("epochs", self.epochs, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_real("lr", self.lr, low=0.0, low_open=True)
-        check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        check_real("weight_decay", self.weight_decay, low=0.0)
-        check_real("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
-        check_int("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs - 1)
-        check_int("seed", self.seed, low=0)
-        check_int("delta", self.delta, low=1)
-        check_real("alpha", self.alpha, low=0.0, high=1.0)
-        check_real("t_end_fraction", self.t_end_fraction, low=0.0, high=1.0)
-        check_int("grad_accumulation_n", self.grad_accumulation_n, low=1, high=self.delta)
-        check_real("gamma_sal", self.gamma_sal, low=0.0)
-        if self.n_train is not None:
-            check_int("n_train", self.n_train, low=1)
-        object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
-        check_choice("engine", self.engine, ENGINES)
-        if self.engine == "condensed" and self.method != "srigl":
-            raise ValueError(f"engine == 'condensed' needs method == 'srigl' (constant "
-                             f"fan-in), got method == {self.method!r}")
-        if self.hidden is not None:
-            if self.model != "mlp":
-                raise ValueError(f"hidden == {self.hidden!r} applies to model 'mlp' only, "
-                                 f"got model == {self.model!r}")
-            object.__setattr__(self, "hidden", tuple(
-                check_int(f"hidden[{i}]", h, low=1) for i, h in enumerate(self.hidden)))
+    Attributes
+    ----------
+    step, epoch : int
+        The optimizer step (from 1) and the epoch (from 1) whose loss was not finite.
+    """
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"config has unknown key(s) {sorted(unknown)}")
-        return cls(**d)
+    def __init__(self, message: str, *, step: int, epoch: int):
+        super().__init__(message)
+        self.step, self.epoch = step, epoch
 
 
 @dataclass
@@ -130,7 +71,7 @@ class RunState:
 
 
 class Trainer:
-    """Builds data, model, masks and optimizer from a ``TrainConfig`` and runs epochs.
+    """Builds data, model, masks, optimizer and engine from a ``TrainConfig`` and runs epochs.
 
     Parameters
     ----------
@@ -142,18 +83,28 @@ class Trainer:
     trace_dir : path or None
         If given, every topology update of every layer is written there as a replayable
         case file (``interchange.cases.write_case``): ``step_XXXXXXX/<name>.npz``.
+
+    Raises
+    ------
+    ValueError
+        The dataset holds NaN or infinite inputs (checked once, here, where data enters).
     """
 
     def __init__(self, config: TrainConfig, out_dir, *, progress=sys.stderr, trace_dir=None):
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
-        self.trace_dir = None if trace_dir is None else Path(trace_dir)
+        self.method = methods.REGISTRY[config.method]
         self.data = run_dataset(config, progress=progress)
+        _check_finite(self.data)
         self.rng = np.random.default_rng(config.seed).spawn(2)[1]   # [0] drew the data
-        self.model = build_model(config.model, self.data.input_shape, self.data.n_classes,
-                                 rng=self.rng, **({} if config.hidden is None
-                                                  else {"hidden": config.hidden}))
+        self.architecture = {"name": config.model, "input_shape": list(self.data.input_shape),
+                             "n_classes": self.data.n_classes,
+                             "kwargs": {} if config.hidden is None
+                             else {"hidden": list(config.hidden)}}
+        arch = self.architecture
+        self.model = build_model(arch["name"], self.data.input_shape, arch["n_classes"],
+                                 rng=self.rng, **arch["kwargs"])
         self.steps_per_epoch = math.ceil(len(self.data.y_train) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.schedule = dst.UpdateSchedule.from_total(
@@ -163,24 +114,23 @@ class Trainer:
         self.lr_at = CosineLR(config.lr, self.total_steps,
                               warmup_steps=config.warmup_epochs * self.steps_per_epoch)
         shapes = [self.model.params[n].shape for n in self.model.sparse_names]
-        if config.method == "dense":
-            self.sparsities = [0.0] * len(shapes)
-        else:
+        if self.method.sparse:
             self.sparsities = dst.layer_sparsities(shapes, config.density, config.distribution,
                                                    dense_layers=config.dense_layers)
-        self.structure = "constant_fan_in" if config.method == "srigl" else "unstructured"
+        else:
+            self.sparsities = [0.0] * len(shapes)
+        self.structure = self.method.structure
         self.state = RunState()
-        if config.method != "dense":
+        if self.method.sparse:
             self.state.masks = sparse_init(self.model, self.sparsities, self.rng, config.init,
                                            structure=self.structure)
         self.state.ever_active = {n: m.copy() for n, m in self._all_masks().items()}
         self.optimizer = SGD(self.model.params, config.lr, momentum=config.momentum,
                              nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.dense_grad_records = 0      # how many steps recorded a dense gradient
-        self.engine = None               # the masked engine: self.model and self.optimizer
-        if config.engine == "condensed":
-            self.engine = CondensedEngine(self.model, self.optimizer, self.state.masks,
-                                          condensed_names(self.model, self.sparsities))
+        self.engine = engines.REGISTRY[config.engine].for_run(
+            self.model, self.optimizer, self.state.masks, self.sparsities)
+        self.observers = [] if trace_dir is None else [TraceObserver(trace_dir, config)]
         self.metrics = None              # checkpoint.MetricsLog while running
 
     # ------------------------------------------------------------------ helpers
@@ -200,45 +150,43 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """One optimizer step (and the topology update it may trigger). Returns (loss, hits)."""
-        if self.engine is not None:
-            return self._condensed_train_step(x, y)
-        cfg, st = self.config, self.state
-        logits, cache = self.model.forward(x)
-        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        grads = self.model.backward(dlogits, cache)
-        dynamic = cfg.method in DYNAMIC
-        if dynamic and cfg.method != "set" and self.schedule.needs_dense_grad(st.step + 1):
-            self._record_dense_grad(grads)
-        self.optimizer.step(grads, st.masks, lr=self.lr_at(st.step))
-        st.step += 1
-        if dynamic and self.schedule.is_update(st.step):
-            self.topology_update()
-        hits = int((logits.argmax(axis=1) == y).sum())
-        return loss, hits
+        """One optimizer step (and the topology update it may trigger). Returns (loss, hits).
 
-    def _condensed_train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """``train_step`` with the condensed engine: the same order (docs/algorithm.md §5); the
-        dense gradients are computed only on the steps that record them."""
+        Raises
+        ------
+        TrainingDiverged
+            The loss (or the logits it is computed from) is not finite.
+        """
         cfg, st, engine = self.config, self.state, self.engine
-        dense = self.schedule.needs_dense_grad(st.step + 1)
+        dense = self.method.needs_grad and self.schedule.needs_dense_grad(st.step + 1)
         logits, cache = engine.forward(x)
+        if not np.isfinite(logits).all():
+            self._diverged(math.nan)
         loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if not math.isfinite(loss):
+            self._diverged(loss)
         grads, dense_grads = engine.backward(dlogits, cache, dense=dense)
         if dense:
-            self._record_dense_grad({**grads, **dense_grads})
+            self._record_dense_grad(dense_grads)
         engine.step(grads, st.masks, lr=self.lr_at(st.step))
         st.step += 1
-        if self.schedule.is_update(st.step):
+        if self.method.dynamic and self.schedule.is_update(st.step):
             self.topology_update()
         hits = int((logits.argmax(axis=1) == y).sum())
         return loss, hits
 
+    def _diverged(self, loss: float) -> None:
+        st = self.state
+        step, epoch = st.step + 1, st.epoch + 1
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss} at step {step} (epoch {epoch} of "
+            f"{self.config.epochs}); the learning rate is likely too high (lr == "
+            f"{self.lr_at(st.step):g} at that step, --lr {self.config.lr:g})",
+            step=step, epoch=epoch)
+
     def sync_dense(self) -> None:
-        """Make ``model.params`` and the momentum buffers current (the condensed engine keeps
-        its sparse weights condensed between calls; a no-op for the masked engine)."""
-        if self.engine is not None:
-            self.engine.store()
+        """Make ``model.params`` and the momentum buffers current (``Engine.store``)."""
+        self.engine.store()
 
     def _record_dense_grad(self, grads: dict) -> None:
         """Accumulate the dense gradients of the updated layers (docs/algorithm.md §5)."""
@@ -253,53 +201,30 @@ class Trainer:
     def topology_update(self) -> dict:
         """Update every sparse layer's mask at the current step; returns the metrics record."""
         cfg, st = self.config, self.state
-        self.sync_dense()
-        df = self.schedule.drop_fraction(st.step)
+        self.engine.store()
         params, bufs = self.model.params, self.optimizer.momentum_buffers
-        layers = []
         last = len(self.model.sparse_names) - 1
+        event = UpdateEvent(st.step, self.schedule.drop_fraction(st.step),
+                            self.schedule.t_end, [])
         for i, name, s in self._updated_layers():
-            old = st.masks[name]
-            ablation = cfg.ablation and not (cfg.exempt_last_layer and i == last)
-            grad = None
-            if cfg.method == "set":
-                u = dst.set_update(params[name], old, drop_fraction=df, rng=self.rng,
-                                   momentum=bufs[name])
-            else:
-                grad = st.dense_grad[name] / st.n_dense_grad
-                if cfg.method == "rigl":
-                    u = dst.rigl_update(params[name], old, grad, drop_fraction=df,
-                                        momentum=bufs[name])
-                else:
-                    u = dst.srigl_update(
-                        params[name], old, grad, sparsity=s, drop_fraction=df,
-                        gamma_sal=cfg.gamma_sal, ablation_base=cfg.ablation_base,
-                        ablation=ablation, momentum=bufs[name])
-            if self.trace_dir is not None:
-                cases.write_case(
-                    cases.trace_path(self.trace_dir, st.step, name), method=cfg.method,
-                    weight=params[name], mask=old, grad=grad, momentum=bufs[name],
-                    sparsity=s, drop_fraction=df, step=st.step, t_end=self.schedule.t_end,
-                    alpha=cfg.alpha, gamma_sal=cfg.gamma_sal, ablation=ablation,
-                    ablation_base=cfg.ablation_base, tie_break="stable", result=u,
-                    meta={"layer_index": i, "name": name})
+            layer = LayerInput(
+                index=i, name=name, weight=params[name], mask=st.masks[name],
+                grad=(st.dense_grad[name] / st.n_dense_grad if self.method.needs_grad
+                      else None),
+                momentum=bufs[name], sparsity=s, drop_fraction=event.drop_fraction,
+                ablation=cfg.ablation and not (cfg.exempt_last_layer and i == last),
+                rng=self.rng)
+            u = self.method.update(layer, cfg)
             params[name] = u.weight
             bufs[name] = u.momentum
             st.masks[name] = u.mask
             st.ever_active[name] |= u.mask
-            old_rows = old.reshape(old.shape[0], -1).any(axis=1)
-            new_rows = u.mask.reshape(old.shape[0], -1).any(axis=1)
-            layers.append({"name": name, "n_pruned": u.n_pruned, "n_grown": u.n_grown,
-                           "n_ablated": int(u.ablated.size),
-                           "n_revived": int((new_rows & ~old_rows).sum()),
-                           "threshold": u.threshold, "fan_in": u.fan_in})
+            event.layers.append((layer, u))
         st.dense_grad, st.n_dense_grad = {}, 0
-        if self.engine is not None:
-            self.engine.load(st.masks)
-        record = {"kind": "update", "step": st.step, "drop_fraction": df, "layers": layers}
-        if self.metrics is not None:
-            self.metrics.write(record)
-        return record
+        self.engine.load(st.masks)
+        for observe in self.observers:
+            observe(event)
+        return update_record(event)
 
     # ------------------------------------------------------------------ metrics
     def layer_stats(self) -> list[dict]:
@@ -327,29 +252,34 @@ class Trainer:
         return float(sum(int(m.sum()) for m in ever) / sum(m.size for m in ever))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000):
-        """(mean loss, accuracy) over a dataset, in batches."""
-        total_loss, hits = 0.0, 0
-        for lo in range(0, len(y), batch_size):
-            logits, _ = (self.engine or self.model).forward(x[lo:lo + batch_size],
-                                                            train=False)
-            loss, _ = softmax_cross_entropy(logits, y[lo:lo + batch_size])
-            total_loss += loss * len(logits)
-            hits += int((logits.argmax(axis=1) == y[lo:lo + batch_size]).sum())
-        return total_loss / len(y), hits / len(y)
+        """(mean loss, accuracy) over a dataset, in batches (``Engine.evaluate``)."""
+        return self.engine.evaluate(x, y, batch_size)
 
     # ------------------------------------------------------------------ the run
     def run(self, *, resume: bool = False, stop_after_epochs: int | None = None) -> dict:
         """Train all epochs (or ``stop_after_epochs`` more), writing the run files.
 
         Returns the summary (also written to ``summary.json``).
+
+        Raises
+        ------
+        TrainingDiverged
+            After writing ``summary.json`` with ``"status": "diverged"``; ``model.npz``
+            keeps the last completed epoch.
         """
         cfg, st = self.config, self.state
         self.start(resume=resume)
         t_start = time.perf_counter()
         last_epoch = cfg.epochs if stop_after_epochs is None else min(
             cfg.epochs, st.epoch + stop_after_epochs)
-        while st.epoch < last_epoch:
-            self.run_epoch()
+        try:
+            # overflow to inf and NaN are caught as a non-finite loss, not warned about
+            with np.errstate(over="ignore", invalid="ignore"):
+                while st.epoch < last_epoch:
+                    self.run_epoch()
+        except TrainingDiverged as e:
+            self.finish(time.perf_counter() - t_start, diverged=e)
+            raise
         return self.finish(time.perf_counter() - t_start)
 
     def start(self, *, resume: bool = False) -> None:
@@ -360,13 +290,16 @@ class Trainer:
             self._restore(checkpoint.load_checkpoint(self.out_dir / "model.npz"))
         self.metrics = checkpoint.MetricsLog(self.out_dir / "metrics.jsonl",
                                              resume_step=self.state.step if resume else None)
+        self.observers = [o for o in self.observers if not isinstance(o, MetricsObserver)]
+        self.observers.insert(0, MetricsObserver(self.metrics))
         self._say(f"{cfg.method} {cfg.model} on {cfg.dataset}: density {cfg.density} "
                   f"({cfg.distribution}), {cfg.epochs} epochs x {self.steps_per_epoch} steps, "
                   f"seed {cfg.seed}")
 
-    def finish(self, seconds: float) -> dict:
-        """Write and return ``summary.json`` (``seconds``: wall time of this invocation)."""
-        summary = self._summary(seconds)
+    def finish(self, seconds: float, *, diverged: TrainingDiverged | None = None) -> dict:
+        """Write and return ``summary.json`` (``seconds``: wall time of this invocation;
+        ``diverged``: the error that stopped the run, if one did)."""
+        summary = self._summary(seconds, diverged)
         checkpoint.write_json(self.out_dir / "summary.json", summary)
         return summary
 
@@ -375,15 +308,14 @@ class Trainer:
         cfg, st = self.config, self.state
         t0 = time.perf_counter()
         last_note = t0
-        order = self.rng.permutation(len(self.data.y_train))
         loss_sum, hits, seen = 0.0, 0, 0
-        for b, lo in enumerate(range(0, len(order), cfg.batch_size)):
-            idx = order[lo:lo + cfg.batch_size]
-            x = np.ascontiguousarray(self.data.x_train[idx])
-            loss, h = self.train_step(x, self.data.y_train[idx])
-            loss_sum += loss * len(idx)
+        batches = data.batches(self.data.x_train, self.data.y_train, cfg.batch_size,
+                               rng=self.rng)
+        for b, (x, y) in enumerate(batches):
+            loss, h = self.train_step(x, y)
+            loss_sum += loss * len(y)
             hits += h
-            seen += len(idx)
+            seen += len(y)
             now = time.perf_counter()
             if now - last_note > 2.0:
                 done = (b + 1) / self.steps_per_epoch
@@ -407,31 +339,34 @@ class Trainer:
                   f"acc {test_acc:.4f}  density {record['density']:.4f}  "
                   f"ITOP {record['itop_rate']:.3f}  {record['seconds']:.1f} s")
 
-    def _summary(self, seconds: float) -> dict:
+    def _summary(self, seconds: float, diverged: TrainingDiverged | None = None) -> dict:
         last = [r for r in checkpoint.read_metrics(self.out_dir / "metrics.jsonl")
                 if r["kind"] == "epoch"]
         final = last[-1] if last else {}
-        return {"test_accuracy": final.get("test_accuracy"),
-                "test_loss": final.get("test_loss"),
-                "train_accuracy": final.get("train_accuracy"),
-                "density": self.density(),
-                "target_density": 1.0 if self.config.method == "dense" else self.config.density,
-                "method": self.config.method, "seconds": seconds,
-                "epochs": self.state.epoch, "steps": self.state.step,
-                "itop_rate": self.itop_rate(), "layers": self.layer_stats(),
-                "config": asdict(self.config)}
+        summary = {"test_accuracy": final.get("test_accuracy"),
+                   "test_loss": final.get("test_loss"),
+                   "train_accuracy": final.get("train_accuracy"),
+                   "density": self.density(),
+                   "target_density": self.config.density if self.method.sparse else 1.0,
+                   "method": self.config.method, "seconds": seconds,
+                   "epochs": self.state.epoch, "steps": self.state.step,
+                   "itop_rate": self.itop_rate(), "layers": self.layer_stats(),
+                   "config": asdict(self.config)}
+        summary.update(_status(summary["test_accuracy"], self.data.n_classes, diverged))
+        return summary
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self) -> None:
         st = self.state
-        self.sync_dense()
+        self.engine.store()
         meta = {"config": asdict(self.config), "step": st.step, "epoch": st.epoch,
                 "rng_state": self.rng.bit_generator.state,
                 "sparse_names": self.model.sparse_names, "sparsities": self.sparsities,
                 "n_dense_grad": st.n_dense_grad,
-                "dense_grad_names": list(st.dense_grad)}
+                "dense_grad_names": list(st.dense_grad),
+                "architecture": self.architecture}
         ckpt = checkpoint.Checkpoint(
-            params=dict(self.model.params), masks=self._all_masks(),
+            params=self.model.state_dict(), masks=self._all_masks(),
             momentum=dict(self.optimizer.momentum_buffers), ever_active=st.ever_active,
             meta=meta, dense_grad=st.dense_grad)
         checkpoint.save_checkpoint(self.out_dir / "model.npz", ckpt)
@@ -444,7 +379,7 @@ class Trainer:
             raise ValueError(f"{self.out_dir / 'model.npz'}: the checkpoint's config differs "
                              f"in {diff}; resume with the same arguments")
         st = self.state
-        self.model.load_state_dict({n: ckpt.params[n] for n in self.model.params})
+        self.model.load_state_dict({n: ckpt.params[n] for n in self.model.state_dict()})
         self.optimizer.momentum_buffers = {n: ckpt.momentum[n].copy()
                                            for n in self.model.params}
         st.masks = {n: ckpt.masks[n].copy() for n in st.masks}
@@ -453,8 +388,30 @@ class Trainer:
         st.n_dense_grad = ckpt.meta["n_dense_grad"]
         st.step, st.epoch = ckpt.meta["step"], ckpt.meta["epoch"]
         self.rng.bit_generator.state = ckpt.meta["rng_state"]
-        if self.engine is not None:
-            self.engine.load(st.masks)
+        self.engine.load(st.masks)
+
+
+def _status(test_accuracy, n_classes: int, diverged: TrainingDiverged | None) -> dict:
+    """The summary's ``status`` (and ``message`` unless "ok")."""
+    if diverged is not None:
+        return {"status": "diverged", "message": str(diverged)}
+    chance = 1.0 / n_classes
+    if test_accuracy is not None and abs(test_accuracy - chance) <= CHANCE_MARGIN + 1e-12:
+        return {"status": "at_chance",
+                "message": f"test accuracy {test_accuracy:.4f} is within "
+                           f"{100 * CHANCE_MARGIN:g} points of chance (1/{n_classes}): the "
+                           f"run did not learn"}
+    return {"status": "ok"}
+
+
+def _check_finite(ds: data.Dataset) -> None:
+    """Inputs must be finite: checked once where data enters, not at every step."""
+    for split in ("x_train", "x_test"):
+        x = getattr(ds, split)
+        if not np.isfinite(x).all():
+            raise ValueError(f"dataset {ds.name!r}: {split} holds "
+                             f"{int((~np.isfinite(x)).sum())} NaN or infinite value(s), "
+                             f"must be finite")
 
 
 def run_dataset(config: TrainConfig, *, progress=None) -> data.Dataset:
