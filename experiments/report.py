@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.harness import environment  # noqa: E402
-from bench.sweep import GRIDS, LABELS, build_grid, label  # noqa: E402
+from experiments.sweep import GRIDS, LABELS, build_grid, label  # noqa: E402
 from srigl_ref import checkpoint  # noqa: E402
 from srigl_ref.nn.models import MODELS  # noqa: E402
 from srigl_ref.train import TrainConfig  # noqa: E402

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, sweep
-from bench.report import FAILS, HOLDS, INCONCLUSIVE
+from experiments import report, sweep
+from experiments.report import FAILS, HOLDS, INCONCLUSIVE
 from srigl_ref import checkpoint, cli
 from srigl_ref.train import TrainConfig
 
