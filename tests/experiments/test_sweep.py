@@ -1,14 +1,14 @@
-"""The sweep of issue 7 (bench/sweep.py) and its report (bench/report.py): the grids,
-resumability, the report's tables and verdicts on hand-written summaries, and one quick
-end-to-end sweep on synthetic data."""
+"""The sweep (experiments/sweep.py) and its report (experiments/report.py, claims.py,
+runs.py): the grids, resumability, the report's tables and verdicts on hand-written
+summaries, and one quick end-to-end sweep on synthetic data."""
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
-from experiments import report, sweep
-from experiments.report import FAILS, HOLDS, INCONCLUSIVE
+from experiments import claims, report, runs, sweep
+from experiments.claims import FAILS, HOLDS, INCONCLUSIVE
 from srigl_ref import checkpoint, cli
 from srigl_ref.train import TrainConfig
 
@@ -29,12 +29,12 @@ def test_main_grid_counts_and_dense_once_per_model_and_seed():
     assert len(grid) == 2 * 3 * (1 + 5 * 4) == 126
     assert len(set(grid)) == len({sweep.run_dir(c) for c in grid}) == 126
     for model, epochs in (("mlp", 20), ("lenet5", 5)):
-        runs = [c for c in grid if c.model == model]
-        assert {c.epochs for c in runs} == {epochs}
-        dense = [c for c in runs if c.method == "dense"]
+        of_model = [c for c in grid if c.model == model]
+        assert {c.epochs for c in of_model} == {epochs}
+        dense = [c for c in of_model if c.method == "dense"]
         assert sorted(c.seed for c in dense) == [0, 1, 2] and {c.density for c in dense} == {1.0}
         for lab in ("static", "set", "rigl", "srigl-noabl", "srigl"):
-            cells = [(c.density, c.seed) for c in runs if sweep.label(c) == lab]
+            cells = [(c.density, c.seed) for c in of_model if sweep.label(c) == lab]
             assert sorted(cells) == sorted((d, s) for d in (0.2, 0.1, 0.05, 0.01)
                                            for s in (0, 1, 2))
     assert all(c.dataset == "fashion-mnist" and c.n_train is None for c in grid)
@@ -158,7 +158,7 @@ def make_runs(accuracy=ACCURACY, densities=(0.2, 0.01), ablated=None, root=None)
     """Runs of the main grid (mlp, the given densities) with hand-set accuracies; written
     as summary.json files below ``root`` when given."""
     ablated = ablated or {0.2: (0, 0, 0), 0.01: (30, 10, 0)}
-    runs = []
+    made = []
     for config in sweep.build_grid("main"):
         if config.model != "mlp" or config.density not in (1.0, *densities):
             continue
@@ -168,69 +168,69 @@ def make_runs(accuracy=ACCURACY, densities=(0.2, 0.01), ablated=None, root=None)
         n_abl = tuple(n + config.seed if n else 0 for n in n_abl)
         if root is not None:
             write_summary(root, config, acc, ablated=n_abl)
-        runs.append(report.Run(Path(sweep.run_dir(config)), config,
+        made.append(runs.Run(Path(sweep.run_dir(config)), config,
                                fake_summary(config, acc, ablated=n_abl)))
-    return runs
+    return made
 
 
-def cells_of(runs):
-    (cells,) = report.group_runs(runs).values()
-    return cells
+def group_of(made):
+    (group,) = runs.group_runs(made).values()
+    return group
 
 
 def test_mean_std_format():
-    assert report.fmt_pm([0.80, 0.82, 0.84]) == "82.00 ± 2.00"
-    assert report.fmt_pm([0.5]) == "50.00 (n=1)"
-    assert report.fmt_pm([0.1, 0.1], 1.0, 4) == "0.1000 ± 0.0000"
+    assert claims.fmt_pm([0.80, 0.82, 0.84]) == "82.00 ± 2.00"
+    assert claims.fmt_pm([0.5]) == "50.00 (n=1)"
+    assert claims.fmt_pm([0.1, 0.1], 1.0, 4) == "0.1000 ± 0.0000"
 
 
 def test_verdict_rules():
     a, b = [0.90, 0.91, 0.92], [0.80, 0.81, 0.82]
-    assert report.beats(a, b).verdict == HOLDS
-    assert report.beats(b, a).verdict == FAILS
-    assert report.beats(a, [0.89, 0.91, 0.93]).verdict == INCONCLUSIVE
-    assert report.beats([0.0, 0.0], [0.0, 0.0]).verdict == FAILS         # no noise, no gain
-    assert report.beats([0.9], [0.1, 0.2]).verdict == INCONCLUSIVE       # one seed
-    c = report.beats(a, b)
+    assert claims.beats(a, b).verdict == HOLDS
+    assert claims.beats(b, a).verdict == FAILS
+    assert claims.beats(a, [0.89, 0.91, 0.93]).verdict == INCONCLUSIVE
+    assert claims.beats([0.0, 0.0], [0.0, 0.0]).verdict == FAILS         # no noise, no gain
+    assert claims.beats([0.9], [0.1, 0.2]).verdict == INCONCLUSIVE       # one seed
+    c = claims.beats(a, b)
     assert c.fmt() == "+10.00 ± 1.63"
-    assert report.matches([0.900, 0.901, 0.902], [0.903, 0.904, 0.905], 0.01).verdict == HOLDS
-    assert report.matches(a, b, 0.01).verdict == FAILS
-    assert report.matches(a, [0.89, 0.90, 0.91], 0.01).verdict == INCONCLUSIVE
-    assert report.overall([HOLDS, HOLDS, INCONCLUSIVE]) == HOLDS
-    assert report.overall([HOLDS, INCONCLUSIVE, INCONCLUSIVE]) == INCONCLUSIVE
-    assert report.overall([HOLDS, HOLDS, FAILS]) == INCONCLUSIVE          # mixed
-    assert report.overall([FAILS, INCONCLUSIVE]) == FAILS
-    assert report.overall([]) == INCONCLUSIVE
+    assert claims.matches([0.900, 0.901, 0.902], [0.903, 0.904, 0.905], 0.01).verdict == HOLDS
+    assert claims.matches(a, b, 0.01).verdict == FAILS
+    assert claims.matches(a, [0.89, 0.90, 0.91], 0.01).verdict == INCONCLUSIVE
+    assert claims.overall([HOLDS, HOLDS, INCONCLUSIVE]) == HOLDS
+    assert claims.overall([HOLDS, INCONCLUSIVE, INCONCLUSIVE]) == INCONCLUSIVE
+    assert claims.overall([HOLDS, HOLDS, FAILS]) == INCONCLUSIVE          # mixed
+    assert claims.overall([FAILS, INCONCLUSIVE]) == FAILS
+    assert claims.overall([]) == INCONCLUSIVE
 
 
 def test_every_claim_holds_on_the_designed_numbers():
-    claims = report.all_claims(cells_of(make_runs()), tolerance=0.01)
-    assert [(c.claim, c.verdict) for c in claims] == [
+    results = claims.all_claims(group_of(make_runs()), tolerance=0.01)
+    assert [(c.claim, c.verdict) for c in results] == [
         (1, HOLDS), (2, HOLDS), ("3a", HOLDS), ("3b", HOLDS), (4, HOLDS)]
-    assert claims[2].evidence == "6 of 6 cells hold, 0 do not, 0 inconclusive"
-    assert claims[1].table[-1][:3] == ["gain at 0.01 - gain at 0.2", "", "+3.50 ± 0.46"]
-    assert claims[4].evidence == ("10.5 % of neurons ablated at density 0.01 vs 0.0 % "
+    assert results[2].evidence == "6 of 6 cells hold, 0 do not, 0 inconclusive"
+    assert results[1].table[-1][:3] == ["gain at 0.01 - gain at 0.2", "", "+3.50 ± 0.46"]
+    assert results[4].evidence == ("10.5 % of neurons ablated at density 0.01 vs 0.0 % "
                                   "at 0.2")
 
 
 def test_claims_that_do_not_hold_or_are_inconclusive():
     worse = {**ACCURACY, ("srigl", 0.01): 0.70, ("static", 0.2): 0.895, ("set", 0.2): 0.90,
              ("set", 0.01): 0.85}
-    runs = make_runs(worse, ablated={0.2: (0, 0, 0), 0.01: (0, 0, 0)})
-    claims = {c.claim: c for c in report.all_claims(cells_of(runs), tolerance=0.01)}
-    assert claims[1].verdict == INCONCLUSIVE                             # holds, then fails
-    assert [row[3] for row in claims[1].table] == [HOLDS, FAILS]
-    assert claims[2].verdict == FAILS                                    # gain -6 pp at 0.01
-    assert claims["3a"].verdict == INCONCLUSIVE                          # mixed
-    assert claims["3a"].evidence == "3 of 6 cells hold, 2 do not, 1 inconclusive"
-    assert claims["3b"].verdict == FAILS                                 # 4 of 4 do not
-    assert claims[4].verdict == FAILS                                    # nothing ablated
-    runs = make_runs(densities=(0.2, 0.05, 0.01),
+    made = make_runs(worse, ablated={0.2: (0, 0, 0), 0.01: (0, 0, 0)})
+    results = {c.claim: c for c in claims.all_claims(group_of(made), tolerance=0.01)}
+    assert results[1].verdict == INCONCLUSIVE                             # holds, then fails
+    assert [row[3] for row in results[1].table] == [HOLDS, FAILS]
+    assert results[2].verdict == FAILS                                    # gain -6 pp at 0.01
+    assert results["3a"].verdict == INCONCLUSIVE                          # mixed
+    assert results["3a"].evidence == "3 of 6 cells hold, 2 do not, 1 inconclusive"
+    assert results["3b"].verdict == FAILS                                 # 4 of 4 do not
+    assert results[4].verdict == FAILS                                    # nothing ablated
+    made = make_runs(densities=(0.2, 0.05, 0.01),
                      accuracy={**ACCURACY, **{(lab, 0.05): 0.85 for lab in
                                               ("static", "set", "rigl", "srigl-noabl",
                                                "srigl")}},
                      ablated={0.2: (0, 0, 0), 0.05: (60, 20, 0), 0.01: (30, 10, 0)})
-    claim4 = report.claim_4(cells_of(runs))
+    claim4 = claims.claim_4(group_of(made).cells)
     assert claim4.verdict == INCONCLUSIVE and "falls somewhere" in claim4.evidence
 
 
@@ -246,8 +246,8 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
     out = tmp_path / "docs" / "results.md"
     assert report.main(["--root", str(root), "--out", str(out)]) == 0
     text = out.read_text()
-    assert f"- Report command: `python bench/report.py --root {root} --out {out}`" in text
-    assert (f"`python bench/sweep.py --grid all --out {root}`, **incomplete: 45 of its 150 "
+    assert f"- Report command: `python experiments/report.py --root {root} --out {out}`" in text
+    assert (f"`python experiments/sweep.py --grid all --out {root}`, **incomplete: 45 of its 150 "
             f"runs**") in text
     assert "| method | density 0.2 | density 0.01 |" in text
     assert "| dense | 90.00 ± 0.20 | 90.00 ± 0.20 |" in text
@@ -269,7 +269,7 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
 def test_report_plots_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "results.md"
-    files = report.make_plots(report.group_runs(make_runs()), out)
+    files = report.make_plots(runs.group_runs(make_runs()), out)
     assert [f.name for f in files] == ["results_accuracy_fashion-mnist_mlp.png",
                                        "results_ablated.png"]
     assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
@@ -279,7 +279,7 @@ def test_report_errors(tmp_path, capsys):
     assert report.main(["--root", str(tmp_path / "none")]) == 2
     assert "report.py: error: root == " in capsys.readouterr().err
     assert report.main(["--root", str(tmp_path)]) == 2
-    assert "no summary.json below it; run bench/sweep.py" in capsys.readouterr().err
+    assert "no summary.json below it; run experiments/sweep.py" in capsys.readouterr().err
     bad = tmp_path / "a" / "summary.json"
     bad.parent.mkdir()
     bad.write_text('{"test_accuracy": 1.5}')
@@ -288,11 +288,11 @@ def test_report_errors(tmp_path, capsys):
     assert f"{bad}: missing key(s)" in err and len(err.strip().splitlines()) == 1
     checkpoint.write_json(bad, dict(fake_summary(TrainConfig(), 0.5), test_accuracy=None))
     with pytest.raises(ValueError, match=r"summary.json: test_accuracy == None, must be in"):
-        report.load_runs(tmp_path)
+        runs.load_runs(tmp_path)
     checkpoint.write_json(bad, dict(fake_summary(TrainConfig(), 0.5), config={"x": 1}))
     with pytest.raises(ValueError, match=r"summary.json: no valid 'config' \(config has "
                        r"unknown key\(s\) \['x'\]\)"):
-        report.load_runs(tmp_path)
+        runs.load_runs(tmp_path)
 
 
 # ---------------------------------------------------------------------- end to end
@@ -328,4 +328,4 @@ def test_quick_sweep_end_to_end_resume_rerun_and_failure(tmp_path, monkeypatch, 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert report.main(["--root", str(root), "--out", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
-    assert "`python bench/sweep.py --grid main --quick --out" in text and "(all 2 runs)" in text
+    assert "`python experiments/sweep.py --grid main --quick --out" in text and "(all 2 runs)" in text
