@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.harness import environment  # noqa: E402
-from experiments.claims import (CLAIMS, TOLERANCE_PP, VERDICT_RULES, SPREAD_PP,  # noqa: E402
+from experiments.claims import (CLAIMS, SPREAD_PP, TOLERANCE_PP, VERDICT_RULES,  # noqa: E402
                                 accuracies, all_claims, common_densities, fmt_pm,
                                 large_spread, mean_std)
 from experiments.runs import OK, group_runs, load_runs  # noqa: E402
-from experiments.sweep import (DEFAULT_MODELS, GRIDS, LABELS, SEEDS, build_grid,  # noqa: E402
-                               sweep_options)
+from experiments.sweep import (ABLATION_MODEL, DEFAULT_MODELS, GRIDS, LABELS,  # noqa: E402
+                               SEEDS, build_grid, sweep_options)
 from srigl_ref import checkpoint  # noqa: E402
 
 
@@ -340,8 +340,8 @@ def sweep_command(runs, root) -> str:
     they are a part of (then marked incomplete).
 
     The candidates are every ``--grid``, with and without ``--quick``, with the seeds
-    ``0 .. max(seed)`` (at least the default count) and the default models plus any other
-    model the runs have.
+    ``0 .. max(seed)`` (at least the default count) and the default models (``--quick``:
+    ``mlp``) plus any other model the runs have.
 
     Parameters
     ----------
@@ -355,9 +355,10 @@ def sweep_command(runs, root) -> str:
         Markdown.
     """
     found = {r.config for r in runs}
-    models = tuple(dict.fromkeys([*DEFAULT_MODELS, *sorted({c.model for c in found})]))
     best = None
     for quick in (False, True):
+        models = tuple(dict.fromkeys([*((ABLATION_MODEL,) if quick else DEFAULT_MODELS),
+                                      *sorted({c.model for c in found})]))
         n_seeds = max(max(c.seed for c in found) + 1, 1 if quick else len(SEEDS))
         for grid in GRIDS:
             try:
