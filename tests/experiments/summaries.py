@@ -17,23 +17,25 @@ ACCURACY = {("dense", 1.0): 0.90,
             ("srigl", 0.2): 0.89, ("srigl", 0.01): 0.80}
 
 
-def fake_summary(config, accuracy, ablated=(0, 0, 0), seconds=60.0):
-    """A summary.json dict as the trainer writes it, for an mlp run."""
+def fake_summary(config, accuracy, ablated=(0, 0, 0), seconds=60.0, status=None):
+    """A summary.json dict as the trainer writes it, for an mlp run (with a ``"status"``
+    when given; without, as written before the trainer had one)."""
     layers = [{"name": f"fc{i + 1}.weight", "shape": shape, "sparsity": 0.9, "fan_in": 10,
                "n_active_neurons": shape[0] - n, "n_ablated": n, "density": 0.1}
               for i, (shape, n) in enumerate(zip(MLP_SHAPES, ablated))]
     return {"test_accuracy": accuracy, "density": config.density * 0.999,
             "target_density": config.density, "method": config.method, "seconds": seconds,
             "epochs": config.epochs, "itop_rate": min(1.0, config.density * 2),
-            "layers": layers, "config": asdict(config)}
+            "layers": layers, "config": asdict(config),
+            **({} if status is None else {"status": status})}
 
 
 def write_summary(root, config, accuracy=0.5, **kw) -> Path:
+    """Write ``fake_summary`` as the run's ``summary.json`` below the sweep root."""
     path = Path(root) / sweep.run_dir(config) / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(path, fake_summary(config, accuracy, **kw))
     return path
-
 
 
 def make_runs(accuracy=ACCURACY, densities=(0.2, 0.01), ablated=None, root=None):
@@ -51,10 +53,11 @@ def make_runs(accuracy=ACCURACY, densities=(0.2, 0.01), ablated=None, root=None)
         if root is not None:
             write_summary(root, config, acc, ablated=n_abl)
         made.append(runs.Run(Path(sweep.run_dir(config)), config,
-                               fake_summary(config, acc, ablated=n_abl)))
+                             fake_summary(config, acc, ablated=n_abl)))
     return made
 
 
 def group_of(made):
+    """The ``ModelRuns`` of runs of one model."""
     (group,) = runs.group_runs(made).values()
     return group

@@ -59,3 +59,30 @@ def test_claims_that_do_not_hold_or_are_inconclusive():
                      ablated={0.2: (0, 0, 0), 0.05: (60, 20, 0), 0.01: (30, 10, 0)})
     claim4 = claims.claim_4(group_of(made).cells)
     assert claim4.verdict == INCONCLUSIVE and "falls somewhere" in claim4.evidence
+
+
+def test_large_spread_rule():
+    assert claims.large_spread([0.10, 0.84, 0.89])                     # std 44 pp
+    assert claims.large_spread([0.80, 0.80, 0.90])                     # std 5.8 pp
+    assert not claims.large_spread([0.80, 0.82, 0.84])                 # std 2 pp
+    assert not claims.large_spread([0.10])                             # one seed
+
+
+def test_claims_name_the_failed_runs_they_excluded():
+    made = make_runs()
+    at_chance = next(r for r in made if r.label == "srigl" and r.config.density == 0.01
+                     and r.config.seed == 2)
+    made.remove(at_chance)
+    made.append(type(at_chance)(at_chance.path, at_chance.config,
+                                dict(at_chance.summary, test_accuracy=0.1)))
+    results = {c.claim: c for c in claims.all_claims(group_of(made), tolerance=0.01)}
+    note = "; excluded 1 failed run: mlp srigl d0.01 s2 (at_chance, 10.00 %)"
+    for claim in (1, 2, "3a", "3b", 4):                                # all compare SRigL
+        assert results[claim].evidence.endswith(note), claim
+    assert results[1].verdict == HOLDS                                 # 2 seeds left
+    made = make_runs({**ACCURACY, ("set", 0.2): 0.1})                  # every SET seed
+    results = {c.claim: c for c in claims.all_claims(group_of(made), tolerance=0.01)}
+    assert results["3b"].evidence.startswith("2 of 2 cells hold")      # d0.01 only
+    assert "excluded 3 failed runs: mlp set d0.2 s0 (at_chance, 9.80 %), mlp set d0.2 s1 " \
+        "(at_chance, 10.00 %), mlp set d0.2 s2 (at_chance, 10.20 %)" in results["3b"].evidence
+    assert "excluded" not in results[1].evidence

@@ -7,6 +7,7 @@ import pytest
 
 from experiments import report, sweep
 from srigl_ref import checkpoint, cli
+from srigl_ref.nn.models import MODELS
 from srigl_ref.train import TrainConfig
 from tests.experiments.summaries import fake_summary, write_summary
 
@@ -50,6 +51,42 @@ def test_quick_grid_and_bad_grid():
         ("synthetic", "mlp", 1, 0.1, 0)}
     with pytest.raises(ValueError, match=r"grid == 'big', must be one of \('main', "):
         sweep.build_grid("big")
+
+
+def test_seeds_and_models_are_configurable():
+    five = sweep.build_grid("all", seeds=5)
+    assert sorted({c.seed for c in five}) == [0, 1, 2, 3, 4]
+    assert len(five) == 5 * (2 * (1 + 5 * 4) + 5 * 2) - 5 * 2 == 250   # 0.3 runs shared
+    quick = sweep.build_grid("main", quick=True, seeds=2, models=("mlp", "lenet5"))
+    assert [(c.model, sweep.label(c), c.seed) for c in quick] == [
+        ("mlp", "static", 0), ("mlp", "srigl", 0), ("mlp", "static", 1), ("mlp", "srigl", 1),
+        ("lenet5", "static", 0), ("lenet5", "srigl", 0), ("lenet5", "static", 1),
+        ("lenet5", "srigl", 1)]
+    assert {(c.dataset, c.epochs) for c in quick} == {("synthetic", 1)}
+    ablation = sweep.build_grid("ablation", models=("lenet5",))
+    assert {c.model for c in ablation} == {"mlp"}                # the study runs on mlp
+    with pytest.raises(ValueError, match=r"models contains 'vit', must be in \('mlp', "
+                       r"'lenet5', 'resnet20'\)"):
+        sweep.build_grid("main", models=("vit",))
+    with pytest.raises(ValueError, match=r"seeds == 0, must be in \[1, inf\]"):
+        sweep.build_grid("main", seeds=0)
+    assert sweep.sweep_options("all") == ["--grid", "all"]
+    assert sweep.sweep_options("main", quick=True, seeds=1, models=("mlp",)) == [
+        "--grid", "main", "--quick"]
+    assert sweep.sweep_options("all", seeds=5, models=("mlp", "lenet5", "resnet20")) == [
+        "--grid", "all", "--seeds", "5", "--models", "mlp,lenet5,resnet20"]
+
+
+@pytest.mark.skipif("resnet20" not in MODELS, reason="resnet20 is not a model of this "
+                    "srigl_ref yet (nn/models.py)")
+def test_resnet20_rows_at_their_densities():
+    grid = sweep.build_grid("main", seeds=5, models=("mlp", "lenet5", "resnet20"))
+    rows = [c for c in grid if c.model == "resnet20"]
+    assert len(rows) == 5 * (1 + 5 * 2)
+    assert {c.density for c in rows} == {1.0, 0.1, 0.01}
+    assert {c.epochs for c in rows} == {sweep.EPOCHS["resnet20"]}
+    assert sweep.estimate_seconds(rows[0]) > sweep.estimate_seconds(
+        replace(rows[0], model="lenet5"))
 
 
 def test_train_argv_is_understood_by_the_cli():
