@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import queue
 import re
 import sys
@@ -109,6 +110,28 @@ def connect(spec: str, *, timeout: float = 30.0):
             yield client
 
 
+class ByValue:
+    """A function that any pickler ships by value: it pickles as ``pickle.loads`` of its
+    ``cloudpickle`` bytes, so the scheduler and workers, which deserialize the task graph,
+    need not import the module that defines it (``experiments`` is not installed there).
+
+    Parameters
+    ----------
+    function : callable
+        Of a module registered with ``cloudpickle.register_pickle_by_value``.
+    """
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __reduce__(self):
+        import cloudpickle                      # installed with distributed
+        return pickle.loads, (cloudpickle.dumps(self.function),)
+
+
 def task_key(run: PlannedRun) -> str:
     """The Dask key of a run's task: its folder and a hash of its configuration, e.g.
     ``srigl-train-mlp-srigl-d0.1-s0-1f2e3d4c`` (as the dashboard shows it)."""
@@ -183,6 +206,7 @@ def run_dask_sweep(runs, client, *, shared_fs: bool = False, retries: int = 2,
     import cloudpickle                          # installed with distributed
     retries = check_int("retries", retries, low=0)
     cloudpickle.register_pickle_by_value(worker_task)
+    run_train = ByValue(worker_task.run_train)
     waiting = sorted((r for r in runs if r.status != "done"), key=lambda r: -r.estimate)
     progress = Progress(len(runs), len(runs) - len(waiting), cluster_threads(client),
                         sys.stderr if stream is None else stream)
@@ -198,7 +222,7 @@ def run_dask_sweep(runs, client, *, shared_fs: bool = False, retries: int = 2,
             inputs = {name: (run.path / name).read_bytes() for name in RESUME_FILES
                       if (run.path / name).is_file()}
         future = client.submit(
-            worker_task.run_train, run.train_args(folder or "{folder}"), folder=folder,
+            run_train, run.train_args(folder or "{folder}"), folder=folder,
             inputs=inputs, code_root=None if code_root is None else str(code_root),
             expect=expect, topic=topic, name=str(run.path), key=task_key(run),
             priority=len(waiting) - i, retries=retries)

@@ -5,6 +5,8 @@ import io
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -73,6 +75,50 @@ def test_quick_grid_on_local_cluster_equals_serial_then_rerun_does_nothing(
     assert "1 to start, 0 to resume" not in err and "0 to start, 1 to resume" in err
     assert f"finished {cut} in" in err
     assert_same_results(serial / sweep.run_dir(grid[1]), cut)
+
+
+def test_a_cluster_started_by_hand_needs_only_srigl_ref(tmp_path, capsys):
+    """``dask scheduler`` and ``dask worker`` processes that can import ``srigl_ref`` (this
+    tree's) but not this repository's ``experiments``: the tasks reach them by value."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "srigl_ref").symlink_to(sweep.ROOT / "srigl_ref")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    assert subprocess.run([sys.executable, "-c", "import experiments"], cwd=tmp_path,
+                          env=env, capture_output=True).returncode == 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    commands = [["scheduler", "--host", "127.0.0.1", "--port", str(port),
+                 "--dashboard-address", "127.0.0.1:0"],
+                ["worker", address, "--nworkers", "1", "--nthreads", "1",
+                 "--host", "127.0.0.1"]]
+    processes = []
+    try:
+        for command in commands:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", *command], cwd=tmp_path, env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=(tmp_path / f"{command[0]}.log").open("w")))
+            time.sleep(1.0)
+        out = tmp_path / "out"
+        assert sweep.main(["--quick", "--grid", "main", "--out", str(out),
+                           "--scheduler", address]) == 0, \
+            (tmp_path / "scheduler.log").read_text()[-3000:]
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    err = capsys.readouterr().err
+    assert f"sweep: Dask scheduler {address}, dashboard http://127.0.0.1:" in err
+    assert "2/2 done, 0 running, 0 waiting" in err
+    for config in sweep.build_grid("main", quick=True):
+        assert sweep.run_state(config, out / sweep.run_dir(config)).status == "done"
 
 
 def running(process) -> bool:
