@@ -311,7 +311,8 @@ def claim_2(cells) -> ClaimResult:
     if len(ds) < 2:
         return ClaimResult(2, INCONCLUSIVE, "needs SRigL with and without ablation at 2 or "
                            "more densities", [])
-    gains = {d: beats(accuracies(cells, "srigl", d), accuracies(cells, "srigl-noabl", d)) for d in ds}
+    gains = {d: beats(accuracies(cells, "srigl", d), accuracies(cells, "srigl-noabl", d))
+             for d in ds}
     rows = [["gain srigl - srigl-noabl", f"{d:g}", g.fmt(), g.verdict]
             for d, g in gains.items()]
     sparse, dense = gains[ds[-1]], gains[ds[0]]

@@ -111,14 +111,15 @@ def connect(spec: str, *, timeout: float = 30.0):
 
 
 class ByValue:
-    """A function that any pickler ships by value: it pickles as ``pickle.loads`` of its
-    ``cloudpickle`` bytes, so the scheduler and workers, which deserialize the task graph,
-    need not import the module that defines it (``experiments`` is not installed there).
+    """A function that any pickler ships by value, with its module: it pickles as
+    ``pickle.loads`` of its ``cloudpickle`` bytes, so the scheduler and workers, which
+    deserialize the task graph, need not import the module that defines it (``experiments``
+    is not installed there). The module may import only what they have.
 
     Parameters
     ----------
     function : callable
-        Of a module registered with ``cloudpickle.register_pickle_by_value``.
+        A module-level function.
     """
 
     def __init__(self, function):
@@ -129,7 +130,13 @@ class ByValue:
 
     def __reduce__(self):
         import cloudpickle                      # installed with distributed
-        return pickle.loads, (cloudpickle.dumps(self.function),)
+        module = sys.modules[self.function.__module__]
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            data = cloudpickle.dumps(self.function)
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+        return pickle.loads, (data,)
 
 
 def task_key(run: PlannedRun) -> str:
@@ -169,6 +176,45 @@ def cluster_threads(client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
+def collect(future, run: PlannedRun, *, shared_fs: bool) -> tuple[bool, float, str]:
+    """A finished task's run: its files written under ``--out`` (unless ``shared_fs``),
+    then judged as the local pool judges a run (``sweep.outcome``).
+
+    Parameters
+    ----------
+    future : distributed.Future
+        Done.
+    run : PlannedRun
+    shared_fs : bool
+
+    Returns
+    -------
+    (bool, float, str)
+        Complete, wall seconds (0 for a task that raised) and the progress note.
+
+    Raises
+    ------
+    ValueError
+        When the worker runs other code than this tree.
+    """
+    try:
+        result = future.result()
+    except Exception as e:                          # noqa: BLE001 - reported per run
+        return False, 0.0, (f"FAILED {run.path} (task {type(e).__name__}: "
+                            f"{' '.join(str(e).split())})")
+    if "mismatch" in result:
+        raise ValueError(f"{result['mismatch']}; install this tree's srigl-ref and "
+                         f"libraries on every worker")
+    if not shared_fs:
+        write_run_files(run.path, result["files"])
+    ok, note = outcome(run, result["returncode"], result["seconds"])
+    note += f" on {result['worker']}"
+    if not ok and shared_fs and result["returncode"] == 0:
+        note += (f"; no summary.json in {run.path} here: is --out on a filesystem the "
+                 f"workers share, at the same path?")
+    return ok, result["seconds"], note
+
+
 def run_dask_sweep(runs, client, *, shared_fs: bool = False, retries: int = 2,
                    code_root=None, stream=None, heartbeat: float = 60.0,
                    poll: float = 0.2) -> list[PlannedRun]:
@@ -203,9 +249,7 @@ def run_dask_sweep(runs, client, *, shared_fs: bool = False, retries: int = 2,
     ValueError
         When a worker runs other code than this tree (``worker_task.code_fingerprint``).
     """
-    import cloudpickle                          # installed with distributed
     retries = check_int("retries", retries, low=0)
-    cloudpickle.register_pickle_by_value(worker_task)
     run_train = ByValue(worker_task.run_train)
     waiting = sorted((r for r in runs if r.status != "done"), key=lambda r: -r.estimate)
     progress = Progress(len(runs), len(runs) - len(waiting), cluster_threads(client),
@@ -215,23 +259,7 @@ def run_dask_sweep(runs, client, *, shared_fs: bool = False, retries: int = 2,
     topic = f"srigl-sweep-{uuid.uuid4().hex[:12]}"
     client.subscribe_topic(topic, events.put)
     pending, by_name = {}, {str(r.path): r for r in waiting}
-    for i, run in enumerate(waiting):
-        folder = str(run.path.resolve()) if shared_fs else None
-        inputs = None
-        if run.status == "resume" and not shared_fs:
-            inputs = {name: (run.path / name).read_bytes() for name in RESUME_FILES
-                      if (run.path / name).is_file()}
-        future = client.submit(
-            run_train, run.train_args(folder or "{folder}"), folder=folder,
-            inputs=inputs, code_root=None if code_root is None else str(code_root),
-            expect=expect, topic=topic, name=str(run.path), key=task_key(run),
-            priority=len(waiting) - i, retries=retries)
-        pending[future] = run
-    n_resume = sum(r.status == "resume" for r in waiting)
-    progress.say(waiting, [], f"{len(waiting) - n_resume} to start, {n_resume} to resume: "
-                 f"{len(waiting)} Dask tasks on {progress.jobs} worker thread(s)")
     started, attempts, failed = {}, {}, []
-    last_said = time.perf_counter()
 
     def state():
         now = time.perf_counter()
@@ -239,28 +267,28 @@ def run_dask_sweep(runs, client, *, shared_fs: bool = False, retries: int = 2,
         return queued, [(by_name[n], now - t) for n, t in started.items()]
 
     try:
+        for i, run in enumerate(waiting):
+            folder = str(run.path.resolve()) if shared_fs else None
+            inputs = None
+            if run.status == "resume" and not shared_fs:
+                inputs = {name: (run.path / name).read_bytes() for name in RESUME_FILES
+                          if (run.path / name).is_file()}
+            future = client.submit(
+                run_train, run.train_args(folder or "{folder}"), folder=folder,
+                inputs=inputs, code_root=None if code_root is None else str(code_root),
+                expect=expect, topic=topic, name=str(run.path), key=task_key(run),
+                priority=len(waiting) - i, retries=retries)
+            pending[future] = run
+        n_resume = sum(r.status == "resume" for r in waiting)
+        progress.say(waiting, [], f"{len(waiting) - n_resume} to start, {n_resume} to "
+                     f"resume: {len(waiting)} Dask tasks on {progress.jobs} worker thread(s)")
+        last_said = time.perf_counter()
         while pending:
             time.sleep(poll)
             for future in [f for f in pending if f.done()]:
                 run = pending.pop(future)
                 started.pop(str(run.path), None)
-                try:
-                    result = future.result()
-                except Exception as e:                  # noqa: BLE001 - reported per run
-                    ok, seconds = False, 0.0
-                    note = f"FAILED {run.path} (task {type(e).__name__}: {e})"
-                else:
-                    if "mismatch" in result:
-                        raise ValueError(f"{result['mismatch']}; install this tree's "
-                                         f"srigl-ref and libraries on every worker")
-                    if not shared_fs:
-                        write_run_files(run.path, result["files"])
-                    seconds = result["seconds"]
-                    ok, note = outcome(run, result["returncode"], seconds)
-                    note += f" on {result['worker']}"
-                    if not ok and shared_fs and result["returncode"] == 0:
-                        note += (f"; no summary.json in {run.path} here: is --out on a "
-                                 f"filesystem the workers share, at the same path?")
+                ok, seconds, note = collect(future, run, shared_fs=shared_fs)
                 if not ok:
                     failed.append(run)
                 progress.finished(run, seconds, ok)
@@ -364,7 +392,8 @@ def describe_plan(runs, spec: str, *, jobs: int, shared_fs: bool, retries: int,
             where = (f"the scheduler {value}, not reachable now ({type(e).__name__}); the "
                      f"estimate assumes --jobs {jobs} worker threads")
     todo = [r for r in runs if r.status != "done"]
-    example = task_key(todo[0]) if todo else "srigl-train-<model>-<label>-d<density>-s<seed>-<hash>"
+    example = (task_key(todo[0]) if todo
+               else "srigl-train-<model>-<label>-d<density>-s<seed>-<hash>")
     files = ("written by the workers into --out themselves (--shared-fs: the same path on "
              "every worker)" if shared_fs else
              f"returned to this machine and written under {out} (summary.json last); a run "

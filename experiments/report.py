@@ -438,7 +438,8 @@ def render(runs, root, out: Path, command: str, tolerance: float, plots) -> str:
                  for c in claims]
     lines += [f"- ({k}) {v}" for k, v in CLAIMS.items()] + [""]
     lines += md_table(["claim", "model", "verdict", "evidence"], rows)
-    lines += ["", "How a verdict is decided:", "", VERDICT_RULES.format(tol=tolerance * 100, spread=SPREAD_PP),
+    lines += ["", "How a verdict is decided:", "",
+              VERDICT_RULES.format(tol=tolerance * 100, spread=SPREAD_PP),
               ""]
     for (dataset, model), claims in results.items():
         lines += [f"### Evidence: {model} on {dataset}", ""]

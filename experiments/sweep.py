@@ -87,12 +87,11 @@ QUICK_GAMMAS = (0.0, 0.95)
 #: shared with other work (load average 4-5): process start (imports, data, cached
 #: kernels) + epochs * (n_train * train + n_test * evaluation seconds per example).
 #: Only the first estimate: the ETA rescales it by the measured run times.
-#: ``resnet20``'s are not measured: LeNet-5's scaled by the ratio of multiply-adds per
-#: 28 x 28 example (about 31 M vs 0.28 M), an upper bound (larger convolutions run more
-#: multiply-adds per second).
+#: ``resnet20``'s are not measured: LeNet-5's scaled by the ratio of dense multiply-adds
+#: per 28 x 28 example (about 31 M vs 0.42 M: 75).
 STARTUP_SECONDS = 3.5
-TRAIN_SECONDS_PER_EXAMPLE = {"mlp": 5.7e-5, "lenet5": 4.1e-4, "resnet20": 4.1e-4 * 110}
-EVAL_SECONDS_PER_EXAMPLE = {"mlp": 1.3e-5, "lenet5": 1.9e-4, "resnet20": 1.9e-4 * 110}
+TRAIN_SECONDS_PER_EXAMPLE = {"mlp": 5.7e-5, "lenet5": 4.1e-4, "resnet20": 4.1e-4 * 75}
+EVAL_SECONDS_PER_EXAMPLE = {"mlp": 1.3e-5, "lenet5": 1.9e-4, "resnet20": 1.9e-4 * 75}
 DATA_SIZES = {"fashion-mnist": (60000, 10000), "mnist": (60000, 10000),   # (train, test)
               "synthetic": (4096, 1024)}
 
@@ -302,8 +301,9 @@ def run_state(config: TrainConfig, path) -> PlannedRun:
     """Decide whether the run of ``config`` in ``path`` is done, to resume, or new.
 
     Done: ``summary.json`` passes ``runs.read_run``, holds ``config`` and all epochs, or
-    says the run diverged. Resume: otherwise, when ``model.npz`` loads and holds ``config``. New: anything
-    else (missing or corrupt files, a checkpoint of another configuration).
+    says the run diverged. Resume: otherwise, when ``model.npz`` loads and holds
+    ``config``. New: anything else (missing or corrupt files, a checkpoint of another
+    configuration).
 
     Parameters
     ----------
@@ -634,6 +634,9 @@ def main(argv=None) -> int:
     try:
         check_int("jobs", args.jobs, low=1)
         check_int("retries", args.retries, low=0)
+        if args.shared_fs and args.scheduler is None:
+            raise ValueError("--shared-fs applies with --scheduler only (the local pool "
+                             "always writes --out itself)")
         if args.scheduler is not None:
             from experiments import dask_sweep
             dask_sweep.parse_scheduler(args.scheduler)

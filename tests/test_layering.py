@@ -1,12 +1,13 @@
 """DESIGN.md's dependency rules, checked on the source with ``ast``."""
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "srigl_ref"
 SOURCES = sorted(PKG.rglob("*.py"))
-FORBIDDEN_EVERYWHERE = {"torch", "jax", "tensorflow", "tests", "bench"}
+FORBIDDEN_EVERYWHERE = {"torch", "jax", "tensorflow", "tests", "bench", "experiments"}
 
 
 def imports(path: Path) -> list[str]:
@@ -48,3 +49,27 @@ def test_core_does_not_import_upward(path):
     for name in imports(path):
         assert not name.startswith(("srigl_ref.train", "srigl_ref.cli", "srigl_ref.data",
                                     "srigl_ref.checkpoint")), f"{path} imports {name}"
+
+
+EXPERIMENTS = sorted((PKG.parent / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_experiments_import_no_tests(path):
+    for name in imports(path):
+        assert name.split(".")[0] != "tests", f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("path", sorted((PKG.parent / "bench").glob("*.py")),
+                         ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_benchmarks_import_no_experiments(path):
+    for name in imports(path):
+        assert name.split(".")[0] != "experiments", f"{path} imports {name}"
+
+
+def test_the_dask_worker_task_imports_only_the_standard_library():
+    """It is shipped to workers that have srigl-ref and Dask, not this repository."""
+    path = PKG.parent / "experiments" / "worker_task.py"
+    for name in imports(path):
+        assert name.split(".")[0] in sys.stdlib_module_names | {"distributed"}, \
+            f"{path} imports {name}"

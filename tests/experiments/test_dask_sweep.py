@@ -204,6 +204,10 @@ def test_scheduler_errors(tmp_path, monkeypatch, capsys):
         assert err == (f"sweep.py: error: scheduler == {spec!r}, must be local:N (N >= 1 "
                        f"worker processes on this machine) or tcp://HOST:PORT (a running "
                        f"Dask scheduler)\n")
+    assert sweep.main(["--quick", "--out", str(tmp_path), "--shared-fs"]) == 2
+    assert capsys.readouterr().err == ("sweep.py: error: --shared-fs applies with "
+                                       "--scheduler only (the local pool always writes "
+                                       "--out itself)\n")
     monkeypatch.setitem(sys.modules, "distributed", None)          # not installed
     assert sweep.main(["--quick", "--out", str(tmp_path), "--scheduler", "local:2"]) == 2
     assert capsys.readouterr().err == (

@@ -193,4 +193,5 @@ def test_quick_sweep_end_to_end_resume_rerun_and_failure(tmp_path, monkeypatch, 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert report.main(["--root", str(root), "--out", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
-    assert "`python experiments/sweep.py --grid main --quick --out" in text and "(all 2 runs)" in text
+    assert "`python experiments/sweep.py --grid main --quick --out" in text
+    assert "(all 2 runs)" in text
