@@ -4,13 +4,14 @@ Layers, top down: ``cli`` -> ``train`` (the loop, engines, methods, observers) -
 ``checkpoint``, ``interchange`` -> ``dst``, ``nn``, ``condensed`` (the core) -> ``_validate``.
 """
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "srigl_ref"
 SOURCES = sorted(PKG.rglob("*.py"))
-FORBIDDEN_EVERYWHERE = {"torch", "jax", "tensorflow", "tests", "bench"}
+FORBIDDEN_EVERYWHERE = {"torch", "jax", "tensorflow", "tests", "bench", "experiments"}
 
 
 def imports(path: Path) -> list[str]:
@@ -73,6 +74,8 @@ def test_data_does_not_print(path):
         assert not (isinstance(node, ast.Name) and node.id == "print"), f"{path} prints"
         assert not (isinstance(node, ast.Attribute) and node.attr in ("stderr", "stdout")), \
             f"{path} writes to sys.{node.attr}"
+
+
 TRAIN_MAY_IMPORT = ("srigl_ref._validate", "srigl_ref.dst", "srigl_ref.nn",
                     "srigl_ref.condensed", "srigl_ref.data", "srigl_ref.checkpoint",
                     "srigl_ref.interchange", "srigl_ref.train")
@@ -84,7 +87,6 @@ def test_train_imports_only_lower_layers(path):
     for name in imports(path):
         if name.startswith("srigl_ref."):      # ``from .. import x`` also lists srigl_ref.x
             assert name.startswith(TRAIN_MAY_IMPORT), f"{path} imports {name}"
-
 
 
 def test_training_loop_has_no_branch_on_a_method_or_engine_name():
@@ -105,3 +107,27 @@ def test_training_loop_has_no_branch_on_a_method_or_engine_name():
                                 and isinstance(sub.value, ast.Attribute)
                                 and sub.value.attr == "config"), \
                         f"loop.py line {node.lineno} compares config.{sub.attr}"
+
+
+EXPERIMENTS = sorted((PKG.parent / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_experiments_import_no_tests(path):
+    for name in imports(path):
+        assert name.split(".")[0] != "tests", f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("path", sorted((PKG.parent / "bench").glob("*.py")),
+                         ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_benchmarks_import_no_experiments(path):
+    for name in imports(path):
+        assert name.split(".")[0] != "experiments", f"{path} imports {name}"
+
+
+def test_the_dask_worker_task_imports_only_the_standard_library():
+    """It is shipped to workers that have srigl-ref and Dask, not this repository."""
+    path = PKG.parent / "experiments" / "worker_task.py"
+    for name in imports(path):
+        assert name.split(".")[0] in sys.stdlib_module_names | {"distributed"}, \
+            f"{path} imports {name}"

@@ -1,31 +1,37 @@
-"""Do the paper's claims hold at laptop scale? The sweep of issue 7: methods x densities x
-seeds x models on Fashion-MNIST, one ``srigl-ref train`` process per run.
+"""Do the paper's claims hold at laptop scale? The sweep: methods x densities x seeds x
+models on Fashion-MNIST, one single-threaded ``srigl-ref train`` process per run.
 
 Grids (``--grid``):
 
 - ``main``: dense, static, SET, RigL, SRigL without ablation (``srigl-noabl``) and SRigL,
-  at densities 0.2, 0.1, 0.05, 0.01, seeds 0, 1, 2, on LeNet-300-100 (``mlp``, 20 epochs)
-  and LeNet-5 (``lenet5``, 5 epochs); dense runs once per model and seed (density 1);
+  at densities 0.2, 0.1, 0.05, 0.01 (``resnet20``: 0.1, 0.01), seeds 0 .. ``--seeds`` - 1
+  (default 3), on the ``--models`` (default LeNet-300-100 ``mlp``, 20 epochs, and LeNet-5
+  ``lenet5``, 5 epochs; ``resnet20``, 5 epochs, on request); dense runs once per model and
+  seed (density 1);
 - ``ablation``: SRigL on ``mlp`` with ``gamma_sal`` in {0, 0.1, 0.3, 0.5, 0.95} at densities
-  0.05 and 0.01, seeds 0, 1, 2 (the ``gamma_sal`` = 0.3 runs are those of ``main``);
+  0.05 and 0.01, same seeds (the ``gamma_sal`` = 0.3 runs are those of ``main``);
 - ``all``: both (each run once).
 
 Every run writes ``ROOT/<model>/<label>/d<density>/s<seed>/`` (``summary.json``,
 ``metrics.jsonl``, ``model.npz`` as ``srigl-ref train`` does, plus ``train.log``, the run's
-own output). Runs go to ``--jobs`` processes (one per core), each single-threaded
-(``OMP_NUM_THREADS`` = ``OPENBLAS_NUM_THREADS`` = ``NUMBA_NUM_THREADS`` = 1), longest first.
+own output). Runs go to ``--jobs`` local processes (one per core), or with ``--scheduler``
+to a Dask cluster (``experiments/dask_sweep.py``: one task per run, files returned to this
+machine), each single-threaded (``OMP_NUM_THREADS`` = ``OPENBLAS_NUM_THREADS`` =
+``NUMBA_NUM_THREADS`` = 1), longest first.
 
-Resumable: a run whose ``summary.json`` is valid (``checkpoint.read_summary``), is of the
-grid's configuration and completed all epochs is skipped; one with a ``model.npz`` of the
-grid's configuration but no valid summary continues with ``srigl-ref train --resume``;
-any other is started afresh. A finished run of *another* configuration (say, other epochs)
-is an error: use another ``--out``. Progress (done / running / remaining, ETA from the
-measured run times) goes to stderr.
+Resumable: a run whose ``summary.json`` is valid (``runs.read_run``), is of the
+grid's configuration and completed all epochs, or says it diverged (rerunning it diverges
+again), is skipped; one with a ``model.npz`` of the grid's configuration but no valid
+summary continues with ``srigl-ref train --resume``; any other is started afresh. A finished
+run of *another* configuration (say, other epochs) is an error: use another ``--out``.
+Progress (done / running / remaining, ETA from the measured run times) goes to stderr.
 
-    python bench/sweep.py --dry-run              # the grid, its state and a time estimate
-    python bench/sweep.py                        # the full sweep (--grid all) into runs/sweep
-    python bench/report.py                       # then the report: docs/results.md
-    python bench/sweep.py --quick --out /tmp/q   # a smoke sweep on synthetic data (seconds)
+    python experiments/sweep.py --dry-run              # the grid, its state and a time estimate
+    python experiments/sweep.py                        # the full sweep into runs/sweep
+    python experiments/report.py                       # then the report: docs/results.md
+    python experiments/sweep.py --quick --out /tmp/q   # a smoke sweep on synthetic data
+    python experiments/sweep.py --scheduler local:2    # the same on a Dask LocalCluster
+    python experiments/sweep.py --scheduler tcp://HOST:8786 --seeds 5   # on a cluster
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from experiments.runs import OK, label, read_run  # noqa: E402
+from experiments.worker_task import LOG, run_environment  # noqa: E402
 from srigl_ref import checkpoint  # noqa: E402
 from srigl_ref._validate import check_int  # noqa: E402
 from srigl_ref.train import TrainConfig  # noqa: E402
@@ -56,10 +64,14 @@ LABELS = {
     "srigl": dict(method="srigl"),
 }
 DENSITIES = (0.2, 0.1, 0.05, 0.01)
+#: Densities of the models that do not run at all of ``DENSITIES``.
+MODEL_DENSITIES = {"resnet20": (0.1, 0.01)}
+#: The default seeds (``--seeds`` N runs seeds 0 .. N - 1).
 SEEDS = (0, 1, 2)
-#: Epochs per model, chosen so that ``--grid all`` fits in well under 3 h on 2 cores
-#: (``--dry-run`` shows the estimate).
-EPOCHS = {"mlp": 20, "lenet5": 5}
+#: Epochs per model the grid can run, chosen so that ``--grid all`` with the default models
+#: fits in well under 3 h on 2 cores (``--dry-run`` shows the estimate).
+EPOCHS = {"mlp": 20, "lenet5": 5, "resnet20": 5}
+DEFAULT_MODELS = ("mlp", "lenet5")
 GAMMAS = (0.0, 0.1, 0.3, 0.5, 0.95)
 ABLATION_DENSITIES = (0.05, 0.01)
 ABLATION_MODEL = "mlp"
@@ -75,29 +87,37 @@ QUICK_GAMMAS = (0.0, 0.95)
 #: shared with other work (load average 4-5): process start (imports, data, cached
 #: kernels) + epochs * (n_train * train + n_test * evaluation seconds per example).
 #: Only the first estimate: the ETA rescales it by the measured run times.
+#: ``resnet20``'s are not measured: LeNet-5's scaled by the ratio of dense multiply-adds
+#: per 28 x 28 example (about 31 M vs 0.42 M: 75).
 STARTUP_SECONDS = 3.5
-TRAIN_SECONDS_PER_EXAMPLE = {"mlp": 5.7e-5, "lenet5": 4.1e-4}
-EVAL_SECONDS_PER_EXAMPLE = {"mlp": 1.3e-5, "lenet5": 1.9e-4}
+TRAIN_SECONDS_PER_EXAMPLE = {"mlp": 5.7e-5, "lenet5": 4.1e-4, "resnet20": 4.1e-4 * 75}
+EVAL_SECONDS_PER_EXAMPLE = {"mlp": 1.3e-5, "lenet5": 1.9e-4, "resnet20": 1.9e-4 * 75}
 DATA_SIZES = {"fashion-mnist": (60000, 10000), "mnist": (60000, 10000),   # (train, test)
               "synthetic": (4096, 1024)}
 
 #: ``TrainConfig`` fields spelled out in every run's command line, default or not.
 ALWAYS = ("dataset", "model", "method", "density", "epochs", "seed")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 _DEFAULTS = TrainConfig()
 
 
 # ---------------------------------------------------------------------- the grid
-def build_grid(grid: str = "main", *, quick: bool = False) -> list[TrainConfig]:
+def build_grid(grid: str = "main", *, quick: bool = False, seeds: int | None = None,
+               models=None) -> list[TrainConfig]:
     """The run configurations of a grid, each once, in a fixed order.
 
     Parameters
     ----------
     grid : {"main", "ablation", "all"}
     quick : bool
-        The smoke grid instead: synthetic data, one epoch of 256 examples, ``mlp``, seed 0,
-        methods ``static`` and ``srigl`` (main) / ``gamma_sal`` 0 and 0.95 (ablation) at
-        density 0.1.
+        The smoke grid instead: synthetic data, one epoch of 256 examples, methods
+        ``static`` and ``srigl`` (main) / ``gamma_sal`` 0 and 0.95 (ablation) at density
+        0.1.
+    seeds : int >= 1 or None
+        Seeds 0 .. ``seeds`` - 1; None: ``SEEDS`` (quick: seed 0 only).
+    models : sequence of str or None
+        Models of the main grid, each a key of ``EPOCHS``; None: ``DEFAULT_MODELS``
+        (quick: ``mlp`` only). The ablation study runs on ``ABLATION_MODEL`` whatever
+        the models.
 
     Returns
     -------
@@ -106,56 +126,65 @@ def build_grid(grid: str = "main", *, quick: bool = False) -> list[TrainConfig]:
     Raises
     ------
     ValueError
-        If ``grid`` is not one of ``GRIDS``.
+        If ``grid`` is not one of ``GRIDS``, ``seeds`` is not >= 1, or a model is not one
+        of ``EPOCHS`` or not known to ``srigl_ref`` (naming it).
     """
     if grid not in GRIDS:
         raise ValueError(f"grid == {grid!r}, must be one of {GRIDS}")
+    if models is None:
+        models = (ABLATION_MODEL,) if quick else DEFAULT_MODELS
+    for model in models:
+        if model not in EPOCHS:
+            raise ValueError(f"models contains {model!r}, must be in {tuple(EPOCHS)}")
+    seeds = (range(1) if quick else SEEDS) if seeds is None else range(
+        check_int("seeds", seeds, low=1))
     if quick:
-        base = {"mlp": dict(QUICK, model="mlp")}
-        labels, densities, seeds = QUICK_LABELS, QUICK_DENSITIES, (0,)
+        base = {m: dict(QUICK, model=m) for m in (*models, ABLATION_MODEL)}
+        labels, densities = QUICK_LABELS, {m: QUICK_DENSITIES for m in base}
         gammas, ablation_densities = QUICK_GAMMAS, QUICK_DENSITIES
     else:
-        base = {m: dict(model=m, epochs=e) for m, e in EPOCHS.items()}
-        labels, densities, seeds = tuple(LABELS), DENSITIES, SEEDS
+        base = {m: dict(model=m, epochs=EPOCHS[m]) for m in (*models, ABLATION_MODEL)}
+        labels = tuple(LABELS)
+        densities = {m: MODEL_DENSITIES.get(m, DENSITIES) for m in base}
         gammas, ablation_densities = GAMMAS, ABLATION_DENSITIES
     configs = []
     if grid in ("main", "all"):
-        for model, fixed in base.items():
+        for model in models:
             for seed in seeds:
                 for label in labels:
-                    for density in ((1.0,) if label == "dense" else densities):
-                        configs.append(TrainConfig(**{**fixed, "density": density,
+                    for density in ((1.0,) if label == "dense" else densities[model]):
+                        configs.append(TrainConfig(**{**base[model], "density": density,
                                                       "seed": seed, **LABELS[label]}))
     if grid in ("ablation", "all"):
-        fixed = base[ABLATION_MODEL]
         for seed in seeds:
             for density in ablation_densities:
                 for gamma_sal in gammas:
-                    configs.append(TrainConfig(**fixed, method="srigl", density=density,
-                                               seed=seed, gamma_sal=gamma_sal))
+                    configs.append(TrainConfig(**base[ABLATION_MODEL], method="srigl",
+                                               density=density, seed=seed,
+                                               gamma_sal=gamma_sal))
     return list(dict.fromkeys(configs))
 
 
-def label(config: TrainConfig) -> str:
-    """The method label of a run.
+def sweep_options(grid: str, *, quick: bool = False, seeds: int | None = None,
+                  models=None) -> list[str]:
+    """The ``experiments/sweep.py`` options that select a grid (defaults left out).
 
     Parameters
     ----------
-    config : TrainConfig
+    grid, quick, seeds, models
+        As ``build_grid``.
 
     Returns
     -------
-    str
-        The method; ``srigl-noabl`` for SRigL without ablation; ``srigl-g<gamma_sal>`` for
-        SRigL with a ``gamma_sal`` other than the default.
+    list of str
     """
-    if config.method != "srigl":
-        return config.method
-    if not config.ablation:
-        return "srigl-noabl"
-    if config.gamma_sal != _DEFAULTS.gamma_sal:
-        return f"srigl-g{config.gamma_sal:g}"
-    return "srigl"
+    options = ["--grid", grid] + (["--quick"] if quick else [])
+    if seeds is not None and seeds != (1 if quick else len(SEEDS)):
+        options += ["--seeds", str(seeds)]
+    if models is not None and tuple(models) != ((ABLATION_MODEL,) if quick
+                                                else DEFAULT_MODELS):
+        options += ["--models", ",".join(models)]
+    return options
 
 
 def run_dir(config: TrainConfig) -> Path:
@@ -255,21 +284,26 @@ class PlannedRun:
         return 0.0 if self.status == "done" else estimate_seconds(self.config,
                                                                   self.epochs_done)
 
+    def train_args(self, folder=None) -> list[str]:
+        """The ``srigl-ref train`` arguments of this run, writing to ``folder`` (None: its
+        own ``path``)."""
+        folder = str(self.path if folder is None else folder)
+        if self.status == "resume":
+            return ["--resume", folder]
+        return train_argv(self.config) + ["--out", folder]
+
     def command(self) -> list[str]:
         """The ``python -m srigl_ref train`` command line of this run."""
-        if self.status == "resume":
-            args = ["--resume", str(self.path)]
-        else:
-            args = train_argv(self.config) + ["--out", str(self.path)]
-        return [sys.executable, "-m", "srigl_ref", "train", *args]
+        return [sys.executable, "-m", "srigl_ref", "train", *self.train_args()]
 
 
 def run_state(config: TrainConfig, path) -> PlannedRun:
     """Decide whether the run of ``config`` in ``path`` is done, to resume, or new.
 
-    Done: ``summary.json`` passes ``checkpoint.read_summary``, holds ``config`` and all
-    epochs. Resume: otherwise, when ``model.npz`` loads and holds ``config``. New: anything
-    else (missing or corrupt files, a checkpoint of another configuration).
+    Done: ``summary.json`` passes ``runs.read_run``, holds ``config`` and all epochs, or
+    says the run diverged. Resume: otherwise, when ``model.npz`` loads and holds
+    ``config``. New: anything else (missing or corrupt files, a checkpoint of another
+    configuration).
 
     Parameters
     ----------
@@ -291,18 +325,19 @@ def run_state(config: TrainConfig, path) -> PlannedRun:
     summary_path = path / "summary.json"
     if summary_path.exists():
         try:
-            summary = checkpoint.read_summary(summary_path)
-            found = TrainConfig.from_dict(summary["config"])
-        except (ValueError, TypeError, KeyError):
+            finished = read_run(summary_path)
+        except ValueError:
             pass                                  # corrupt: the run is redone
         else:
+            found = finished.config
             if found != config:
                 diff = [f"{f.name} {getattr(found, f.name)!r} (grid: "
                         f"{getattr(config, f.name)!r})" for f in fields(TrainConfig)
                         if getattr(found, f.name) != getattr(config, f.name)]
                 raise ValueError(f"{summary_path}: a finished run of another configuration: "
                                  f"{', '.join(diff)}; use another --out or remove {path}")
-            if summary.get("epochs") == config.epochs:
+            if (finished.summary.get("epochs") == config.epochs
+                    or finished.status == "diverged"):
                 return PlannedRun(config, path, "done", config.epochs)
     try:
         ckpt = checkpoint.load_checkpoint(path / "model.npz")
@@ -397,6 +432,12 @@ class Progress:
         left += [max(r.estimate * scale - elapsed, 0.0) for r, elapsed in running]
         return wall_estimate(left, self.jobs)
 
+    def measured_note(self) -> str:
+        """Mean wall seconds per finished run and model, or "nothing to run"."""
+        means = ", ".join(f"{m} {statistics.mean(s):.1f} s (n={len(s)})"
+                          for m, s in self.measured.items())
+        return f"measured wall per run: {means}" if means else "nothing to run"
+
     def say(self, waiting, running, note: str = "") -> None:
         """One progress line: counts, elapsed time, ETA and an optional note."""
         failed = f", {self.n_failed} failed" if self.n_failed else ""
@@ -407,15 +448,42 @@ class Progress:
         print(line + (f" | {note}" if note else ""), file=self.stream, flush=True)
 
 
-def _environment() -> dict:
-    env = dict(os.environ, **{v: "1" for v in THREAD_VARIABLES})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def _last_line(path: Path) -> str:
+    if not path.is_file():
+        return f"(no {path.name})"
     lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     return lines[-1].strip() if lines else "(no output)"
+
+
+def outcome(run: PlannedRun, returncode: int, seconds: float) -> tuple[bool, str]:
+    """Did a finished ``srigl-ref train`` process complete its run? And the progress note.
+
+    Complete: ``summary.json`` passes ``runs.read_run`` and the exit code is 0, or the
+    summary says the run diverged (the trainer then exits non-zero: rerunning it would
+    diverge again, so it counts as done, flagged).
+
+    Parameters
+    ----------
+    run : PlannedRun
+    returncode : int
+    seconds : float
+        Its wall time.
+
+    Returns
+    -------
+    (bool, str)
+    """
+    try:
+        finished = read_run(run.path / "summary.json")
+    except ValueError:
+        finished = None
+    if finished is not None and (returncode == 0 or finished.status == "diverged"):
+        acc = finished.accuracy
+        flag = "" if finished.status == OK else f" [{finished.status.upper()}]"
+        return True, (f"finished {run.path} in {seconds:.0f} s, accuracy "
+                      f"{'-' if acc is None else f'{acc:.4f}'}{flag}")
+    return False, (f"FAILED {run.path} (exit {returncode}): "
+                   f"{_last_line(run.path / LOG)}")
 
 
 def run_sweep(runs, *, jobs: int, stream=None, heartbeat: float = 60.0,
@@ -441,13 +509,13 @@ def run_sweep(runs, *, jobs: int, stream=None, heartbeat: float = 60.0,
     Returns
     -------
     list of PlannedRun
-        The runs that failed (non-zero exit or no valid summary), in order of failure.
+        The runs that failed (not complete by ``outcome``), in order of failure.
     """
     jobs = check_int("jobs", jobs, low=1)
     waiting = sorted((r for r in runs if r.status != "done"), key=lambda r: -r.estimate)
     progress = Progress(len(runs), len(runs) - len(waiting), jobs,
                         sys.stderr if stream is None else stream)
-    env = _environment()
+    env = run_environment(ROOT)
     running = {}                                   # Popen -> (run, start time, log file)
     failed = []
     n_resume = sum(r.status == "resume" for r in waiting)
@@ -464,7 +532,7 @@ def run_sweep(runs, *, jobs: int, stream=None, heartbeat: float = 60.0,
                 run = waiting.pop(0)
                 run.path.mkdir(parents=True, exist_ok=True)
                 (run.path / "summary.json").unlink(missing_ok=True)
-                log = (run.path / "train.log").open("a" if run.status == "resume" else "w")
+                log = (run.path / LOG).open("a" if run.status == "resume" else "w")
                 proc = subprocess.Popen(run.command(), stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env)
                 running[proc] = (run, time.perf_counter(), log)
@@ -477,19 +545,10 @@ def run_sweep(runs, *, jobs: int, stream=None, heartbeat: float = 60.0,
                 run, t_start, log = running.pop(proc)
                 log.close()
                 seconds = time.perf_counter() - t_start
-                try:
-                    summary = checkpoint.read_summary(run.path / "summary.json")
-                except (ValueError, TypeError):
-                    summary = None
-                ok = proc.returncode == 0 and summary is not None
+                ok, note = outcome(run, proc.returncode, seconds)
                 progress.finished(run, seconds, ok)
-                if ok:
-                    note = (f"finished {run.path} in {seconds:.0f} s, "
-                            f"accuracy {summary['test_accuracy']:.4f}")
-                else:
+                if not ok:
                     failed.append(run)
-                    note = (f"FAILED {run.path} (exit {proc.returncode}): "
-                            f"{_last_line(run.path / 'train.log')}")
                 progress.say(waiting, elapsed(), note)
                 last_said = time.perf_counter()
             if time.perf_counter() - last_said > heartbeat:
@@ -500,9 +559,7 @@ def run_sweep(runs, *, jobs: int, stream=None, heartbeat: float = 60.0,
             proc.terminate()
             proc.wait()
             log.close()
-    means = ", ".join(f"{m} {statistics.mean(s):.1f} s (n={len(s)})"
-                      for m, s in progress.measured.items())
-    progress.say([], [], f"measured wall per run: {means}" if means else "nothing to run")
+    progress.say([], [], progress.measured_note())
     return failed
 
 
@@ -538,7 +595,8 @@ def describe(runs, jobs: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench/sweep.py", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="experiments/sweep.py",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/sweep", help="sweep root (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="parallel runs (default: one per core, %(default)s)")
@@ -547,6 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "both (default)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny grid on synthetic data, for smoke tests (seconds)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help=f"run seeds 0 .. SEEDS-1 (default {len(SEEDS)}; --quick: 1)")
+    ap.add_argument("--models", default=None,
+                    help=f"comma-separated models of the main grid, of {', '.join(EPOCHS)} "
+                    f"(default {','.join(DEFAULT_MODELS)}; --quick: {ABLATION_MODEL})")
+    ap.add_argument("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
+                    help="run every run as one Dask task: on a LocalCluster of N worker "
+                    "processes, or on a running Dask scheduler (needs the extra 'dist'); "
+                    "default: the local process pool (--jobs)")
+    ap.add_argument("--shared-fs", action="store_true",
+                    help="with --scheduler: the workers see --out at the same path and "
+                    "write the run folders themselves (default: files are returned to "
+                    "this machine)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="with --scheduler: re-runs of a run killed by a signal "
+                    "(default %(default)s)")
     ap.add_argument("--dry-run", action="store_true",
                     help="print the grid, its state and the time estimate; run nothing")
     return ap
@@ -556,17 +630,38 @@ def main(argv=None) -> int:
     """Entry point; returns the exit code (0 ok, 1 some runs failed, 2 bad arguments or
     runs of another configuration in ``--out``, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    models = None if args.models is None else tuple(args.models.split(","))
     try:
         check_int("jobs", args.jobs, low=1)
-        runs = plan(build_grid(args.grid, quick=args.quick), args.out)
+        check_int("retries", args.retries, low=0)
+        if args.shared_fs and args.scheduler is None:
+            raise ValueError("--shared-fs applies with --scheduler only (the local pool "
+                             "always writes --out itself)")
+        if args.scheduler is not None:
+            from experiments import dask_sweep
+            dask_sweep.parse_scheduler(args.scheduler)
+            dask_sweep.require_distributed()
+        runs = plan(build_grid(args.grid, quick=args.quick, seeds=args.seeds,
+                               models=models), args.out)
+        if args.dry_run:
+            print(describe(runs, args.jobs) if args.scheduler is None else
+                  dask_sweep.describe_plan(runs, args.scheduler, jobs=args.jobs,
+                                           shared_fs=args.shared_fs,
+                                           retries=args.retries, out=args.out))
+            return 0
     except (ValueError, TypeError) as e:
         print(f"sweep.py: error: {e}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print(describe(runs, args.jobs))
-        return 0
     try:
-        failed = run_sweep(runs, jobs=args.jobs)
+        if args.scheduler is None:
+            failed = run_sweep(runs, jobs=args.jobs)
+        else:
+            failed = dask_sweep.run_on_scheduler(runs, args.scheduler,
+                                                 shared_fs=args.shared_fs,
+                                                 retries=args.retries)
+    except ValueError as e:                       # a worker of other code
+        print(f"sweep.py: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sweep.py: interrupted; the same command resumes the sweep", file=sys.stderr)
         return 130
