@@ -42,6 +42,8 @@ Measured on the development machine (AMD EPYC Zen 4, 1 thread; bench/README.md):
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -51,6 +53,9 @@ from numba.extending import intrinsic
 FASTMATH = {"contract"}
 LANES = 16                       # rows per block of the lanes layout (one 64 B line of f32)
 PREFETCH_STEPS = 32              # _lanes_dot prefetches the values this many steps ahead
+WINDOW = 31                      # inputs per window of the window layout (+ one zero slot)
+PAD_OFFSET = WINDOW              # the zero slot: padded lanes read 0, never an input
+GROUP = 4                        # blocks of the window layout sharing step counts
 
 
 def _gather_vector(builder, x_ptr, index_ptr, fty, bits):
@@ -195,6 +200,233 @@ def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
     for b in prange(slab_values.shape[0]):
         for t in range(x.shape[0]):
             _block_matvec(x[t], flat_values, flat_index, bias, y[t], b, k)
+
+
+def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_windows, start, n_acc):
+    """LLVM IR (code generation helper, not a kernel): one group of ``n_acc`` blocks of the
+    window layout; returns ``(accumulators, stop)``.
+
+    For each window ``w < n_windows`` with ``s = s_ptr[w] > 0`` steps: the window's inputs
+    ``x[WINDOW w + i]``, ``i < WINDOW`` (zeros past ``n_in``), go into two ``<16 x float>``
+    registers whose last slot (``PAD_OFFSET``) holds 0; then ``s`` steps of ``n_acc``
+    blocks each, one block a unit of the stream: 16 byte offsets widened to i32, the 16
+    inputs picked from the two registers by one two-source permute, one ``llvm.fmuladd``
+    with 16 values. Stream units run from ``start`` (i64, in units of ``LANES``) to
+    ``stop``. ``n_in`` and ``n_windows`` are i64; ``s_ptr`` points at uint8 step counts.
+    Each accumulator lane sums its row in stream order from +0.0.
+    """
+    i1, i8, i16, i32, i64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
+    f32 = ir.FloatType()
+    vty, ity, bty = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES), ir.VectorType(i8, LANES)
+    mty = ir.VectorType(i1, LANES)
+    mod = builder.module
+    fmuladd = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]),
+                                             f"llvm.fmuladd.v{LANES}f32")
+    permute = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, ity, vty]),
+                                             "llvm.x86.avx512.vpermi2var.ps.512")
+    masked_load = cgutils.get_or_insert_function(
+        mod, ir.FunctionType(vty, [f32.as_pointer(), i32, mty, vty]),
+        f"llvm.masked.load.v{LANES}f32.p0")
+    zero = ir.Constant(vty, [0.0] * LANES)
+    c = functools.partial(ir.Constant, i64)
+
+    entry = builder.block
+    w_head = builder.append_basic_block("window.head")
+    w_load = builder.append_basic_block("window.load")
+    s_loop = builder.append_basic_block("window.step")
+    w_next = builder.append_basic_block("window.next")
+    done = builder.append_basic_block("window.done")
+    builder.cbranch(builder.icmp_signed(">", n_windows, c(0)), w_head, done)
+
+    builder.position_at_end(w_head)                                  # per window
+    w, p = builder.phi(i64), builder.phi(i64)
+    accs = [builder.phi(vty) for _ in range(n_acc)]
+    n_steps = builder.zext(builder.load(builder.gep(s_ptr, [w])), i64)
+    builder.cbranch(builder.icmp_signed(">", n_steps, c(0)), w_load, w_next)
+
+    builder.position_at_end(w_load)                                  # its two registers
+    first = builder.mul(w, c(WINDOW))
+    rest = builder.sub(n_in, first)                                  # >= 1 inputs left
+    lo_n = _min(builder, rest, c(LANES))
+    hi_n = _min(builder, builder.sub(rest, lo_n), c(WINDOW - LANES))
+    halves = []
+    for half, count in ((0, lo_n), (1, hi_n)):
+        bits = builder.sub(builder.shl(c(1), count), c(1))           # the low `count` lanes
+        mask = builder.bitcast(builder.trunc(bits, i16), mty)
+        ptr = builder.gep(x_ptr, [builder.add(first, c(LANES * half))])
+        halves.append(builder.call(masked_load, [ptr, ir.Constant(i32, 4), mask, zero]))
+    builder.branch(s_loop)
+
+    builder.position_at_end(s_loop)                                  # one step, n_acc blocks
+    t, q = builder.phi(i64), builder.phi(i64)
+    s_accs = [builder.phi(vty) for _ in range(n_acc)]
+    new_accs = []
+    for g in range(n_acc):
+        unit = builder.mul(builder.add(q, c(g)), c(LANES))
+        offsets = builder.load(builder.bitcast(builder.gep(o_ptr, [unit]), bty.as_pointer()),
+                               align=1)
+        picked = builder.call(permute, [halves[0], builder.zext(offsets, ity), halves[1]])
+        v = builder.load(builder.bitcast(builder.gep(v_ptr, [unit]), vty.as_pointer()),
+                         align=4)
+        new_accs.append(builder.call(fmuladd, [v, picked, s_accs[g]]))
+    t_next, q_next = builder.add(t, c(1)), builder.add(q, c(n_acc))
+    builder.cbranch(builder.icmp_signed("<", t_next, n_steps), s_loop, w_next)
+    t.add_incoming(c(0), w_load)
+    t.add_incoming(t_next, s_loop)
+    q.add_incoming(p, w_load)
+    q.add_incoming(q_next, s_loop)
+    for phi, acc, new in zip(s_accs, accs, new_accs):
+        phi.add_incoming(acc, w_load)
+        phi.add_incoming(new, s_loop)
+
+    builder.position_at_end(w_next)                                  # next window
+    p_next = builder.phi(i64)
+    p_next.add_incoming(p, w_head)
+    p_next.add_incoming(q_next, s_loop)
+    n_accs = []
+    for acc, new in zip(accs, new_accs):
+        phi = builder.phi(vty)
+        phi.add_incoming(acc, w_head)
+        phi.add_incoming(new, s_loop)
+        n_accs.append(phi)
+    w_inc = builder.add(w, c(1))
+    builder.cbranch(builder.icmp_signed("<", w_inc, n_windows), w_head, done)
+    w.add_incoming(c(0), entry)
+    w.add_incoming(w_inc, w_next)
+    p.add_incoming(start, entry)
+    p.add_incoming(p_next, w_next)
+    for acc, n_acc_phi in zip(accs, n_accs):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(n_acc_phi, w_next)
+
+    builder.position_at_end(done)
+    stop = builder.phi(i64)
+    stop.add_incoming(start, entry)
+    stop.add_incoming(p_next, w_next)
+    totals = []
+    for n_acc_phi in n_accs:
+        phi = builder.phi(vty)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(n_acc_phi, w_next)
+        totals.append(phi)
+    return totals, stop
+
+
+def _min(builder, a, b):
+    """LLVM IR: the smaller of the i64 values ``a`` and ``b`` (signed)."""
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+
+@intrinsic(prefer_literal=True)
+def _window_dot(typingctx, x, values, offsets, steps, steps_start, start, n_acc, bias, out,
+                row0):
+    """One group of ``n_acc`` blocks of the window layout (``window_dot_loop``): for the
+    group's rows ``r = row0 + LANES g + l`` below ``out.shape[0]``, ``out[r] = (sum of the
+    row) + bias[r]``; returns the stream unit after the group's last.
+
+    x : [in] float32; values : flat float32 stream; offsets : flat uint8 stream (unit
+    ``u`` at ``LANES u``); steps : flat uint8, the group's ``ceil(in / WINDOW)`` step
+    counts from ``steps_start``; start : the group's first unit; n_acc : literal 1..4;
+    bias : [>= row0 + LANES n_acc] float32 (padded); out : [n] float32 (rows past ``n`` are
+    not stored). Needs AVX-512 (``vpermi2ps``). No bounds checks.
+    """
+    arrays = (x, values, offsets, steps, bias, out)
+    if not (isinstance(n_acc, types.IntegerLiteral) and 1 <= n_acc.literal_value <= 4
+            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    for a in arrays)
+            and x.dtype == values.dtype == bias.dtype == out.dtype == types.float32
+            and offsets.dtype == steps.dtype == types.uint8):
+        return None
+    sig = types.intp(x, values, offsets, steps, types.intp, types.intp, n_acc, bias, out,
+                     types.intp)
+
+    def codegen(context, builder, signature, args):
+        xa, va, oa, sa, s0, u0, _, ba, ya, r0 = args
+        i16, i64 = ir.IntType(16), ir.IntType(64)
+        arr = functools.partial(_data, context, builder)
+        n_in = context.make_array(x)(context, builder, xa).nitems
+        n_out = context.make_array(out)(context, builder, ya).nitems
+        n_windows = builder.sdiv(builder.add(n_in, ir.Constant(i64, WINDOW - 1)),
+                                 ir.Constant(i64, WINDOW))
+        totals, stop = window_dot_loop(
+            builder, arr(x, xa), n_in, arr(values, va), arr(offsets, oa),
+            builder.gep(arr(steps, sa), [s0]), n_windows, u0, n_acc.literal_value)
+        vty = totals[0].type
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.element.as_pointer(),
+                                                            ir.IntType(32), _mask_type()]),
+            f"llvm.masked.store.v{LANES}f32.p0")
+        for g, total in enumerate(totals):
+            first = builder.add(r0, ir.Constant(i64, LANES * g))
+            b = builder.load(builder.bitcast(builder.gep(arr(bias, ba), [first]),
+                                             vty.as_pointer()), align=4)
+            kept = _min(builder, builder.sub(n_out, first), ir.Constant(i64, LANES))
+            bits = builder.sub(builder.shl(ir.Constant(i64, 1), kept), ir.Constant(i64, 1))
+            mask = builder.bitcast(builder.trunc(bits, i16), _mask_type())
+            builder.call(store, [builder.fadd(total, b),
+                                 builder.gep(arr(out, ya), [first]),
+                                 ir.Constant(ir.IntType(32), 4), mask])
+        return stop
+
+    return sig, codegen
+
+
+def _mask_type():
+    """LLVM IR: the ``<LANES x i1>`` lane mask type."""
+    return ir.VectorType(ir.IntType(1), LANES)
+
+
+def _data(context, builder, aty, value):
+    """LLVM IR: the data pointer of the Numba array ``value`` of type ``aty``."""
+    return context.make_array(aty)(context, builder, value).data
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _group_dot(x, values, offsets, steps, steps_start, start, n_blocks, bias, y, q):
+    """Group ``q`` (of ``GROUP`` blocks; fewer in the last) of a layer in the window layout
+    into ``y`` (``_window_dot``); returns the unit after the group's last."""
+    g = min(GROUP, n_blocks - q * GROUP)
+    r0 = q * GROUP * LANES
+    if g == 4:
+        return _window_dot(x, values, offsets, steps, steps_start, start, 4, bias, y, r0)
+    if g == 3:
+        return _window_dot(x, values, offsets, steps, steps_start, start, 3, bias, y, r0)
+    if g == 2:
+        return _window_dot(x, values, offsets, steps, steps_start, start, 2, bias, y, r0)
+    return _window_dot(x, values, offsets, steps, steps_start, start, 1, bias, y, r0)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def matvec_windows(x, values, offsets, steps, group_start, bias, y):
+    """Batch 1 (or a few examples, one at a time) in the window layout, serial:
+    ``y[t, r] = sum_j values[r, j] * x[t, index[r, j]] + bias[r]``, bit for bit
+    ``matvec_lanes``. Needs AVX-512.
+
+    x : [B, in] float32; values : [n_units, LANES] float32; offsets : [n_units, LANES]
+    uint8; steps : [n_groups, ceil(in / WINDOW)] uint8; group_start : [n_groups + 1]
+    int64 (``matmul.window_layout``); bias : [n_blocks * LANES] float32 (padded); y :
+    [B, n] float32 (written). Group by group, each group for every example while its
+    values are in cache. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
+    """
+    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
+    flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
+    n_blocks = bias.shape[0] // LANES
+    for q in range(steps.shape[0]):
+        for t in range(x.shape[0]):
+            _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
+                       group_start[q], n_blocks, bias, y[t], q)
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def matvec_windows_parallel(x, values, offsets, steps, group_start, bias, y):
+    """``matvec_windows`` with the groups split across threads (same per-group code)."""
+    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
+    flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
+    n_blocks = bias.shape[0] // LANES
+    for q in prange(steps.shape[0]):
+        for t in range(x.shape[0]):
+            _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
+                       group_start[q], n_blocks, bias, y[t], q)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
