@@ -628,6 +628,34 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
         _row_backward(dyT, xT, values, index, rows, r, dxT, dvalues, need_dx)
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _dense_matvec(params, buf, n, k, wo, bo, io, oo):
+    """``buf[oo + r] = sum_j params[wo + r k + j] buf[io + j] + params[bo + r]``, ``r < n``:
+    a dense layer of ``mlp_matvec_*`` (four partial sums)."""
+    zero = params.dtype.type(0)
+    for r in range(n):
+        w0 = wo + r * k
+        s0 = s1 = s2 = s3 = zero
+        k4 = k - k % 4
+        for j in range(0, k4, 4):
+            s0 += params[w0 + j] * buf[io + j]
+            s1 += params[w0 + j + 1] * buf[io + j + 1]
+            s2 += params[w0 + j + 2] * buf[io + j + 2]
+            s3 += params[w0 + j + 3] * buf[io + j + 3]
+        for j in range(k4, k):
+            s0 += params[w0 + j] * buf[io + j]
+        buf[oo + r] = (s0 + s1) + (s2 + s3) + params[bo + r]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _relu(buf, start, stop):
+    """``buf[start:stop] = max(buf[start:stop], 0)``."""
+    zero = buf.dtype.type(0)
+    for r in range(start, stop):
+        if buf[r] < zero:
+            buf[r] = zero
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def mlp_matvec_lanes(x, params, index, layout, buf):
     """A whole chain of linear layers at batch 1, in one call (``condensed/model.py``).
@@ -635,7 +663,7 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
     x : [n_in] float32, the input; params : float32, every layer's weights and biases
     flattened; index : uint16 or uint32, every condensed layer's ``slab_index`` flattened;
     buf : float32 scratch holding the input (at 0) and every layer's output; layout : int64
-    [n_layers, 10], per layer ``kind`` (0 condensed, 1 dense), ``n`` (outputs), ``k``
+    [n_layers, >= 10], per layer ``kind`` (0 condensed, 1 dense), ``n`` (outputs), ``k``
     (condensed: fan-in; dense: inputs), ``n_blocks`` (condensed: lanes blocks, whose
     ``LANES * n_blocks`` padded outputs the layer's space in ``buf`` and its bias hold),
     the offsets of the slab values / dense weight ``[n, k]`` in ``params``, of the slab
@@ -646,7 +674,6 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
     in four partial sums. Slow twin: ``naive_condensed.forward`` layer by layer, relu
     between (``tests/condensed/test_model.py``).
     """
-    zero = params.dtype.type(0)
     buf[:x.shape[0]] = x
     for li in range(layout.shape[0]):
         kind, n, k, n_blocks = layout[li, 0], layout[li, 1], layout[li, 2], layout[li, 3]
@@ -661,19 +688,37 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
             for b in range(n_blocks):
                 _block_matvec(xin, flat_values, flat_index, bias, y, b, k)
         else:
-            for r in range(n):
-                w0 = vo + r * k
-                s0 = s1 = s2 = s3 = zero
-                k4 = k - k % 4
-                for j in range(0, k4, 4):
-                    s0 += params[w0 + j] * buf[io + j]
-                    s1 += params[w0 + j + 1] * buf[io + j + 1]
-                    s2 += params[w0 + j + 2] * buf[io + j + 2]
-                    s3 += params[w0 + j + 3] * buf[io + j + 3]
-                for j in range(k4, k):
-                    s0 += params[w0 + j] * buf[io + j]
-                buf[oo + r] = (s0 + s1) + (s2 + s3) + params[bo + r]
+            _dense_matvec(params, buf, n, k, vo, bo, io, oo)
         if relu != 0:
-            for r in range(oo, oo + n):
-                if buf[r] < zero:
-                    buf[r] = zero
+            _relu(buf, oo, oo + n)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mlp_matvec_windows(x, params, index, layout, buf):
+    """``mlp_matvec_lanes`` with the condensed layers in the window layout (AVX-512 CPUs),
+    bit for bit the same.
+
+    As ``mlp_matvec_lanes``, except: a condensed layer's values are its window stream
+    (``matmul.window_layout``), ``index`` is uint8 and holds its offset stream (from
+    ``layout[li, 5]``) and its step counts (from ``layout[li, 10]``), ``layout[li, 11]`` is
+    its number of inputs, and its bias holds ``LANES * n_blocks`` entries (padded) but only
+    ``n`` outputs are written.
+    """
+    buf[:x.shape[0]] = x
+    for li in range(layout.shape[0]):
+        kind, n, k, n_blocks = layout[li, 0], layout[li, 1], layout[li, 2], layout[li, 3]
+        vo, wo, bo, relu = layout[li, 4], layout[li, 5], layout[li, 6], layout[li, 7]
+        io, oo, so, n_in = layout[li, 8], layout[li, 9], layout[li, 10], layout[li, 11]
+        if kind == 0:
+            xin, y = buf[io:io + n_in], buf[oo:oo + n]
+            values, offsets, steps = params[vo:], index[wo:], index[so:]
+            bias = params[bo:bo + n_blocks * LANES]
+            n_windows = (n_in + WINDOW - 1) // WINDOW
+            unit = 0
+            for q in range((n_blocks + GROUP - 1) // GROUP):
+                unit = _group_dot(xin, values, offsets, steps, q * n_windows, unit,
+                                  n_blocks, bias, y, q)
+        else:
+            _dense_matvec(params, buf, n, k, vo, bo, io, oo)
+        if relu != 0:
+            _relu(buf, oo, oo + n)
