@@ -402,19 +402,23 @@ def matvec_windows(x, values, offsets, steps, group_start, bias, y):
     ``y[t, r] = sum_j values[r, j] * x[t, index[r, j]] + bias[r]``, bit for bit
     ``matvec_lanes``. Needs AVX-512.
 
-    x : [B, in] float32; values : [n_units, LANES] float32; offsets : [n_units, LANES]
-    uint8; steps : [n_groups, ceil(in / WINDOW)] uint8; group_start : [n_groups + 1]
+    x : [B, in] or [in] float32; values : [n_units, LANES] float32; offsets : [n_units,
+    LANES] uint8; steps : [n_groups, ceil(in / WINDOW)] uint8; group_start : [n_groups + 1]
     int64 (``matmul.window_layout``); bias : [n_blocks * LANES] float32 (padded); y :
-    [B, n] float32 (written). Group by group, each group for every example while its
+    [B, n] or [n] float32 as ``x`` (written). Group by group, each group for every example while its
     values are in cache. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
     """
     flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
     flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
     n_blocks = bias.shape[0] // LANES
     for q in range(steps.shape[0]):
-        for t in range(x.shape[0]):
-            _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
-                       group_start[q], n_blocks, bias, y[t], q)
+        if x.ndim == 1:
+            _group_dot(x, flat_values, flat_offsets, flat_steps, q * n_windows,
+                       group_start[q], n_blocks, bias, y, q)
+        else:
+            for t in range(x.shape[0]):
+                _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
+                           group_start[q], n_blocks, bias, y[t], q)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
@@ -424,9 +428,13 @@ def matvec_windows_parallel(x, values, offsets, steps, group_start, bias, y):
     flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
     n_blocks = bias.shape[0] // LANES
     for q in prange(steps.shape[0]):
-        for t in range(x.shape[0]):
-            _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
-                       group_start[q], n_blocks, bias, y[t], q)
+        if x.ndim == 1:
+            _group_dot(x, flat_values, flat_offsets, flat_steps, q * n_windows,
+                       group_start[q], n_blocks, bias, y, q)
+        else:
+            for t in range(x.shape[0]):
+                _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
+                           group_start[q], n_blocks, bias, y[t], q)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

@@ -205,9 +205,11 @@ def _check_out(out, shape, small) -> None:
     """Raise unless ``out`` is a C-contiguous float32 array of ``shape`` at a small batch."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
+    flags = out.flags
+    if out.dtype != np.float32 or not (flags.c_contiguous and flags.writeable):
         raise TypeError(f"out must be a writeable C-contiguous float32 array, got dtype "
-                        f"{out.dtype}, C-contiguous {out.flags.c_contiguous}")
+                        f"{out.dtype}, C-contiguous {flags.c_contiguous}, writeable "
+                        f"{flags.writeable}")
     if out.shape != shape or not small:
         raise ValueError(f"out.shape == {out.shape}, must be {shape} with a batch of at "
                          f"most matmul.SMALL_BATCH == {matmul.SMALL_BATCH}")

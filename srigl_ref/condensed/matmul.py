@@ -271,13 +271,13 @@ def forward_windows(x: np.ndarray, windows: WindowLayout, bias: np.ndarray, n: i
     -------
     y : ndarray of shape (B, n) or (n,), float32, C-contiguous
     """
-    rows = x if x.ndim == 2 and x.flags.c_contiguous else np.ascontiguousarray(
-        x.reshape(-1, x.shape[-1]))                                  # [B, in]
+    x = np.ascontiguousarray(x)                                      # [B, in] or [in]
     if out is None:
         out = np.empty(x.shape[:-1] + (n,), dtype=np.float32)
-    parallel = n * k * rows.shape[0] >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+    parallel = (n * k * (x.shape[0] if x.ndim == 2 else 1) >= PARALLEL_MIN_WORK
+                and numba.config.NUMBA_NUM_THREADS > 1 and numba.get_num_threads() > 1)
     kernel = _kernels.matvec_windows_parallel if parallel else _kernels.matvec_windows
-    kernel(rows, *windows, bias, out if out.ndim == 2 else out.reshape(1, n))
+    kernel(x, *windows, bias, out)
     return out
 
 
