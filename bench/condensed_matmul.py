@@ -379,18 +379,27 @@ def _rotating(name, objs, x, xT, xc):
 # ---- parallel threshold -----------------------------------------------------------------
 
 def _kernel_pair(layer, batch, rng, which):
-    """Two zero-argument calls on one layer: ``which`` is ("serial", "parallel") or
-    ("per_example", "feature_major")."""
+    """Zero-argument calls on one layer: ``which`` is "threads" (serial vs parallel build
+    of the kernel ``forward`` runs) or "small_batch" (the batch-1 kernel once per example,
+    window and lanes, vs the feature-major kernel)."""
     n_in = layer.in_features
     v, idx, b = layer._slab_values, layer._slab_index, layer._bias
     x = rng.standard_normal((batch, n_in)).astype(np.float32)            # [B, in]
     xT = np.ascontiguousarray(x.T)                                        # [in, B]
     y = np.empty((batch, b.size), np.float32)                             # [B, n_pad]
+    yw = np.empty((batch, layer.n_active), np.float32)                    # [B, n]
     yT = np.empty((layer.n_active, batch), np.float32)                    # [n, B]
+    w = layer._windows if matmul.WINDOW_KERNEL else None
     if which == "small_batch":
-        return {"per_example": lambda: K.matvec_lanes(x, v, idx, b, y),
-                "feature_major": lambda: K.matmat_lanes(xT, v, idx, b, yT)}
-    if batch <= matmul.SMALL_BATCH:                                       # what forward runs
+        calls = {"per_example_lanes": lambda: K.matvec_lanes(x, v, idx, b, y),
+                 "feature_major": lambda: K.matmat_lanes(xT, v, idx, b, yT)}
+        if w is not None:
+            calls["per_example"] = lambda: K.matvec_windows(x, *w, b, yw)
+        return calls
+    if batch <= matmul.SMALL_BATCH and w is not None:                     # what forward runs
+        return {"serial": lambda: K.matvec_windows(x, *w, b, yw),
+                "parallel": lambda: K.matvec_windows_parallel(x, *w, b, yw)}
+    if batch <= matmul.SMALL_BATCH:
         return {"serial": lambda: K.matvec_lanes(x, v, idx, b, y),
                 "parallel": lambda: K.matvec_lanes_parallel(x, v, idx, b, y)}
     return {"serial": lambda: K.matmat_lanes(xT, v, idx, b, yT),
@@ -412,11 +421,15 @@ def run_threshold(args):
                 comp = _kernel_pair(layer, batch, rng, "small_batch" if small else "threads")
                 t = time_interleaved(comp, repeats=args.repeats, min_seconds=args.min_seconds)
                 work = layer.values.size * batch
-                ratio = t[a].median / t[b].median
+                first = a if a in t else "per_example_lanes"            # no AVX-512
+                ratio = t[first].median / t[b].median
                 rows.append({"in": n_in, "out": n_out, "sparsity": sparsity, "batch": batch,
-                             "work": work, "speedup": ratio})
-                print(f"work {work:>10}  {n_in}x{n_out} s={sparsity} B={batch:<3} {a} "
-                      f"{fmt_timing(t[a]):>28}  {b} {fmt_timing(t[b]):>28}"
+                             "work": work, "speedup": ratio,
+                             "seconds": {n: t[n].median for n in t}})
+                lanes = (f"  per_example_lanes {fmt_timing(t['per_example_lanes']):>28}"
+                         if small and first != "per_example_lanes" else "")
+                print(f"work {work:>10}  {n_in}x{n_out} s={sparsity} B={batch:<3} {first} "
+                      f"{fmt_timing(t[first]):>28}{lanes}  {b} {fmt_timing(t[b]):>28}"
                       f"  {b} speedup x{ratio:.2f}", flush=True)
     return rows
 

@@ -52,8 +52,9 @@ class CondensedLinear:
       read by batches above ``matmul.SMALL_BATCH`` and, without AVX-512, by batch 1. About
       1.5x the bytes of ``values``.
     - ``_windows`` (``matmul.window_layout``): the window-permute layout read at batch 1
-      (and per example up to ``matmul.SMALL_BATCH``) where ``matmul.WINDOW_KERNEL``. Its
-      padding makes it about 2-3x the bytes of ``values`` (bench/README.md).
+      (and per example up to ``matmul.SMALL_BATCH``) where ``matmul.use_windows`` (an
+      AVX-512 CPU, at least ~2 nonzeros per row and window). Its padding makes it about
+      1.5-3x the bytes of ``values`` (bench/README.md).
     """
     values: np.ndarray       # [n_active, k] float32
     indices: np.ndarray      # [n_active, k] int32, ascending per row
@@ -190,7 +191,7 @@ class CondensedLinear:
         small = x.ndim == 1 or x.shape[0] <= matmul.SMALL_BATCH
         if out is not None:
             _check_out(out, x.shape[:-1] + (self.n_active,), small)
-        if small and matmul.WINDOW_KERNEL:
+        if small and matmul.use_windows(self.k, self.in_features):
             return matmul.forward_windows(x, self._windows, self._bias, self.n_active,
                                           self.k, out)
         y = matmul.forward(x, self._slab_values, self._slab_index, self._bias,

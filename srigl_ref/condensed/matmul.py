@@ -50,8 +50,20 @@ def _window_kernel_runs() -> bool:
 
 
 # The batch-1 kernel (and per-example small batches) of float32 layers: the window-permute
-# kernel where the CPU has AVX-512, else the lanes kernel. Both give the same bits.
+# kernel where the CPU has AVX-512 (and the layer is dense enough, ``use_windows``), else
+# the lanes kernel. Both give the same bits. Set to False to run the lanes kernel always.
 WINDOW_KERNEL = _window_kernel_runs()
+
+# The window kernel needs a row to have about this many nonzeros per window on average:
+# below, its per-window work and padding cost more than the lanes kernel's per-nonzero
+# gathers (bench/README.md, "Window kernel vs lanes kernel").
+WINDOW_MIN_NONZEROS = 2
+
+
+def use_windows(k: int, in_features: int) -> bool:
+    """Whether a layer of fan-in ``k`` over ``in_features`` inputs runs the window kernel
+    at small batches: ``WINDOW_KERNEL`` and ``k WINDOW >= WINDOW_MIN_NONZEROS in``."""
+    return WINDOW_KERNEL and k * WINDOW >= WINDOW_MIN_NONZEROS * in_features
 
 
 def index_dtype(in_features: int) -> np.dtype:

@@ -248,21 +248,22 @@ class _FlattenOp:
 
 class _MlpPlan:
     """Batch-1 fast path of a model made of linear ops only (after an optional flatten):
-    every layer in one ``_kernels.mlp_matvec_windows`` call (AVX-512 CPUs,
-    ``matmul.WINDOW_KERNEL``) or ``_kernels.mlp_matvec_lanes`` call (no per-layer Python,
-    no per-layer allocation). ``None`` from ``build`` when the ops do not qualify (a conv or
+    every layer in one ``_kernels.mlp_matvec_windows`` call (when ``matmul.use_windows``
+    holds for every condensed layer) or ``_kernels.mlp_matvec_lanes`` call (no per-layer
+    Python, no per-layer allocation). ``None`` from ``build`` when the ops do not qualify (a conv or
     pool, or lanes layouts with index dtypes that differ)."""
 
-    def __init__(self, params, index, layout, n_buf, out_offset, n_out):
+    def __init__(self, params, index, layout, n_buf, out_offset, n_out, windows):
         self.params, self.index, self.layout = params, index, layout
         self.n_buf, self.out_offset, self.n_out = n_buf, out_offset, n_out
-        self.kernel = (_kernels.mlp_matvec_windows if matmul.WINDOW_KERNEL
-                       else _kernels.mlp_matvec_lanes)
+        self.kernel = _kernels.mlp_matvec_windows if windows else _kernels.mlp_matvec_lanes
 
     @classmethod
     def build(cls, ops, n_in):
         lin = [op for op in ops if not isinstance(op, _FlattenOp)]
-        windows = matmul.WINDOW_KERNEL
+        windows = matmul.WINDOW_KERNEL and all(
+            op.dense or matmul.use_windows(op.layer.k, op.layer.in_features)
+            for op in lin if isinstance(op, _LinearOp))
         index_dtypes = {np.dtype(np.uint8) if windows else op.layer._slab_index.dtype
                         for op in lin if isinstance(op, _LinearOp) and not op.dense}
         if (not lin or not all(isinstance(op, _LinearOp) and op.conv is None for op in lin)
@@ -302,7 +303,7 @@ class _MlpPlan:
         n_out = layout[-1][1]
         return cls(np.concatenate(params).astype(np.float32),
                    np.concatenate(index).astype(index_dtype),
-                   np.array(layout, dtype=np.int64), oo, io, n_out)
+                   np.array(layout, dtype=np.int64), oo, io, n_out, windows)
 
     def __call__(self, x):
         """x : [n_in] float32, C-contiguous -> logits [n_out] float32 (a new array)."""

@@ -152,3 +152,15 @@ def test_out_is_checked(rng):
         layer(x, out=np.empty(20, np.float64))
     with pytest.raises(ValueError, match="at most matmul.SMALL_BATCH"):
         layer(np.ones((9, 40), np.float32), out=np.empty((9, 20), np.float32))
+
+
+def test_sparse_wide_layers_keep_the_lanes_kernel(rng):
+    # k WINDOW < WINDOW_MIN_NONZEROS in: about one nonzero per row in 16 windows
+    n_in, k = 31 * 32, 2
+    mask = np.zeros((20, n_in), bool)
+    for r in range(20):
+        mask[r, rng.choice(n_in, k, replace=False)] = True
+    layer = condense(rng.standard_normal((20, n_in)), mask)
+    assert not matmul.use_windows(k, n_in) and matmul.use_windows(64, n_in)
+    y = layer(rng.standard_normal(n_in).astype(np.float32))
+    assert "_windows" not in vars(layer) and "_lanes" in vars(layer) and y.shape == (20,)
