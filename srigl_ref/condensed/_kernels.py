@@ -13,6 +13,11 @@ Layouts (SPEC section 9):
   ``slab_index [n_blocks, k, LANES]`` (uint16/uint32), so ``slab_values[b, j, l] =
   values[LANES * b + l, j]``. Rows past ``n`` in the last block are padding (value 0, index
   0); a kernel writing ``[n_pad]`` computes them, the caller drops them;
+- window (``matmul.window_layout``, batch 1 on AVX-512 CPUs): the inputs cut into windows
+  of ``WINDOW`` = 31, the rows into blocks of ``LANES`` and the blocks into groups of
+  ``GROUP`` = 4; per group and window, as many steps as the group's fullest row has
+  nonzeros there; a unit (one step of one block) is 16 values and 16 byte offsets into
+  the window, padding being value 0 at offset ``PAD_OFFSET``, a slot that holds 0;
 - activations of a batch are feature-major, ``xT [in, B]``, so each gathered input is one
   contiguous row of ``B`` floats.
 
@@ -21,24 +26,25 @@ the last bit, well inside every test tolerance); no reassociation, so every row 
 in the order ``j = 0, 1, ..., k - 1`` unless a docstring says otherwise. Serial and parallel
 builds inline the same per-row or per-block code, hence agree bit for bit (tested).
 
-Measured on the development machine (AMD EPYC Zen 4, 1 thread; bench/README.md):
+Kernel shapes (why each is built so, with the measurements, in bench/README.md,
+"## condensed_matmul"):
 
-- batch 1, and batches of up to ``matmul.SMALL_BATCH`` examples one at a time
-  (``_lanes_dot``): the 16 rows of a block advance in lockstep, one position ``j``
-  a step: one vector load of 16 values, 16 scalar loads of the gathered ``x`` assembled
-  into a vector, one vector multiply-add. Plain Numba code of this shape compiles to 16
-  scalar FMAs with two floating-point loads each (~1.1 cycles per nonzero); the vector form
-  (written as LLVM IR, ``_lanes_dot``) takes ~0.7. The indices are read four (uint16) or
-  two (uint32) per 64-bit integer load and split with shifts: extracting them from a vector
-  register instead costs a slow vector-to-integer move each (measured 2x slower). No
-  horizontal sum and no remainder loop: constant fan-in makes the rows of a block equally
-  long. ``vgatherdps`` (micro-coded on Zen 4) was slower than the scalar loads. The values
-  are prefetched ``PREFETCH_STEPS`` ahead: 13% faster when they stream from memory, 0-5%
-  slower when they are in cache.
+- batch 1, and batches of up to ``matmul.SMALL_BATCH`` examples one at a time:
+  - lanes (``_lanes_dot``, LLVM IR): the 16 rows of a block advance in lockstep, one
+    position ``j`` a step: one vector load of 16 values, 16 scalar loads of the gathered
+    ``x`` assembled into a vector, one vector multiply-add. Indices are read four (uint16)
+    or two (uint32) per 64-bit integer load and split with shifts (a vector-to-integer move
+    per index is slower); values are prefetched ``PREFETCH_STEPS`` ahead. Constant fan-in
+    makes the rows of a block equally long: no horizontal sum, no remainder loop;
+  - window (``_window_dot``, LLVM IR, AVX-512): the window's inputs sit in two registers,
+    so a step gathers its 16 inputs with one two-source permute (``vpermi2ps``) instead of
+    16 loads, and the ``GROUP`` blocks of a group, sharing step counts, keep four
+    independent multiply-add chains in flight. Padding costs multiply-adds and bytes, so
+    it pays only where a row has a few nonzeros per window (``matmul.use_windows``);
 - batched: four nonzeros per pass over the ``B`` lanes (one load and one store of the
   output row per four FMAs; the loop vectorises over contiguous rows); in the lanes
-  layout the 16 rows of a block take turns every four nonzeros (1.1-1.25x faster than
-  row after row at B = 4..256, 3072 -> 768, k = 307).
+  layout the 16 rows of a block take turns every four nonzeros, so the four value and
+  index lines in use serve all of them.
 """
 from __future__ import annotations
 
@@ -512,8 +518,8 @@ def matmat_lanes_parallel(xT, slab_values, slab_index, bias, yT):
 def transpose(x, xT):
     """``xT[:] = x.T`` in 32 x 32 tiles. x : [B, in]; xT : [in, B].
 
-    Reads run along rows of ``x`` (measured ~4x faster than ``np.ascontiguousarray(x.T)``
-    at 256 x 3072, whose 12 KiB-strided reads thrash L1 sets).
+    Reads run along rows of ``x``; ``np.ascontiguousarray(x.T)`` reads with a stride of a
+    whole row, which thrashes L1 sets at widths like 3072.
     """
     n0, n1 = x.shape
     for i0 in range(0, n0, 32):
@@ -567,14 +573,11 @@ def backward_dvalues(dyT, xT, index, dvalues):
 # the rows written by different ``r`` never overlap.
 #
 # The backward allows reassociation (``fastmath={"contract", "reassoc"}``) so that the
-# dot product over the batch (``dvalues``) vectorises: 4.3x faster than the scalar chain at
-# 2048 x 2048, density 0.05, batch 128 (measured when written). The order is then the
-# compiler's, fixed for a given build; results agree with the masked engine to rounding.
+# dot product over the batch (``dvalues``) vectorises. The order is then the compiler's,
+# fixed for a given build; results agree with the masked engine to rounding.
 #
-# Serial only: a ``prange`` twin of ``matmat_rows`` (rows split across 2 threads) took
-# 15.5 ms instead of 2.1 ms at 2048 x 2048, k = 102, batch 128 on this shared 2-core
-# machine (load ~3: the parallel region waits for a descheduled thread), and the
-# backward's scatter into shared inputs does not split by rows.
+# Serial only: a parallel region on a shared machine waits for descheduled threads, and the
+# backward's scatter into shared inputs does not split by rows (bench/README.md).
 
 TRAIN_BACKWARD_FASTMATH = {"contract", "reassoc"}
 

@@ -26,16 +26,16 @@ from llvmlite import binding as llvm
 from . import _kernels
 from ._kernels import GROUP, LANES, PAD_OFFSET, WINDOW
 
-# Below this many multiply-adds (nonzeros x batch) one thread is faster. Measured with
-# `bench/condensed_matmul.py --threshold` on 2 idle cores (Zen 4): 2 threads win from ~2e4
-# and by >= 1.25x from ~6e4 (bench/README.md, "## condensed_matmul"). When other processes
-# keep the cores busy, a parallel region can wait milliseconds for its second thread: run
-# with NUMBA_NUM_THREADS=1 (or numba.set_num_threads(1)) on a shared machine.
+# Below this many multiply-adds (nonzeros x batch) one thread is faster: a parallel region
+# costs more than it saves (`bench/condensed_matmul.py --threshold`; bench/README.md,
+# "## condensed_matmul"). When other processes keep the cores busy, a parallel region can
+# wait milliseconds for its second thread: run with NUMBA_NUM_THREADS=1 (or
+# numba.set_num_threads(1)) on a shared machine.
 PARALLEL_MIN_WORK = 1 << 16
 
 # Up to this many examples the batch-1 kernel, once per example, beats the feature-major
-# one: 1.1-3x at B = 2..8, 0.6-0.9x from B = 12 (3072->768 at s = 0.5/0.9, 784->300 at
-# s = 0.9, 768->3072 at s = 0.99; 1 thread, Zen 4). Bench: bench/README.md.
+# one, whose per-nonzero loop overhead a batch of 2-8 floats does not amortise
+# (`bench/condensed_matmul.py --small-batch`; bench/README.md).
 SMALL_BATCH = 8
 
 
