@@ -402,6 +402,17 @@ def _group_dot(x, values, offsets, steps, steps_start, start, n_blocks, bias, y,
     return _window_dot(x, values, offsets, steps, steps_start, start, 1, bias, y, r0)
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _group_matvec(x, values, offsets, steps, group_start, bias, y, q):
+    """Group ``q`` of ``matvec_windows`` for every example of ``x [B, in]`` into ``y``."""
+    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
+    flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
+    n_blocks = bias.shape[0] // LANES
+    for t in range(x.shape[0]):
+        _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
+                   group_start[q], n_blocks, bias, y[t], q)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def matvec_windows(x, values, offsets, steps, group_start, bias, y):
     """Batch 1 (or a few examples, one at a time) in the window layout, serial:
@@ -414,33 +425,17 @@ def matvec_windows(x, values, offsets, steps, group_start, bias, y):
     [B, n] or [n] float32 as ``x`` (written). Group by group, each group for every example while its
     values are in cache. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
     """
-    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
-    flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
-    n_blocks = bias.shape[0] // LANES
+    rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
     for q in range(steps.shape[0]):
-        if x.ndim == 1:
-            _group_dot(x, flat_values, flat_offsets, flat_steps, q * n_windows,
-                       group_start[q], n_blocks, bias, y, q)
-        else:
-            for t in range(x.shape[0]):
-                _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
-                           group_start[q], n_blocks, bias, y[t], q)
+        _group_matvec(rows, values, offsets, steps, group_start, bias, out, q)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
 def matvec_windows_parallel(x, values, offsets, steps, group_start, bias, y):
     """``matvec_windows`` with the groups split across threads (same per-group code)."""
-    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
-    flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
-    n_blocks = bias.shape[0] // LANES
+    rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
     for q in prange(steps.shape[0]):
-        if x.ndim == 1:
-            _group_dot(x, flat_values, flat_offsets, flat_steps, q * n_windows,
-                       group_start[q], n_blocks, bias, y, q)
-        else:
-            for t in range(x.shape[0]):
-                _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
-                           group_start[q], n_blocks, bias, y[t], q)
+        _group_matvec(rows, values, offsets, steps, group_start, bias, out, q)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
