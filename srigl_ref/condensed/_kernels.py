@@ -208,23 +208,24 @@ def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
             _block_matvec(x[t], flat_values, flat_index, bias, y[t], b, k)
 
 
-def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_windows, start, n_acc):
-    """LLVM IR (code generation helper, not a kernel): one group of ``n_acc`` blocks of the
-    window layout; returns ``(accumulators, stop)``.
+def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n_acc):
+    """LLVM IR (code generation helper, not a kernel): ``n_steps`` steps of one group of
+    ``n_acc`` blocks of the window layout; returns ``(accumulators, stop)``.
 
-    For each window ``w < n_windows`` with ``s = s_ptr[w] > 0`` steps: the window's inputs
-    ``x[WINDOW w + i]``, ``i < WINDOW`` (zeros past ``n_in``), go into two ``<16 x float>``
-    registers whose last slot (``PAD_OFFSET``) holds 0; then ``s`` steps of ``n_acc``
-    blocks each, one block a unit of the stream: 16 byte offsets widened to i32, the 16
-    inputs picked from the two registers by one two-source permute, one ``llvm.fmuladd``
-    with 16 values. Stream units run from ``start`` (i64, in units of ``LANES``) to
-    ``stop``. ``n_in`` and ``n_windows`` are i64; ``s_ptr`` points at uint8 step counts.
-    Each accumulator lane sums its row in stream order from +0.0.
+    Step ``i`` works in window ``w = w_ptr[i]`` (int32): the inputs ``x[WINDOW w + i]``,
+    ``i < WINDOW``, in two ``<16 x float>`` registers whose last slot (``PAD_OFFSET``)
+    holds 0; then, for each of the ``n_acc`` blocks, one unit of the streams: 16 byte
+    offsets widened to i32, the 16 inputs picked from the two registers by one two-source
+    permute, one ``llvm.fmuladd`` with 16 values. One flat loop over the steps: a window
+    change costs two loads from ``x`` (in L1), not a branch. The last window, which may
+    end past ``n_in``, is read from a 32-float copy zero-filled past ``n_in``, made once.
+    Units run from ``start`` (i64, in units of ``LANES``) to ``stop``; ``n_in`` and
+    ``n_steps`` are i64. Each accumulator lane sums its row in stream order from +0.0.
     """
     i1, i8, i16, i32, i64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
     f32 = ir.FloatType()
-    vty, ity, bty = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES), ir.VectorType(i8, LANES)
-    mty = ir.VectorType(i1, LANES)
+    vty, ity = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES)
+    bty, mty = ir.VectorType(i8, LANES), ir.VectorType(i1, LANES)
     mod = builder.module
     fmuladd = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]),
                                              f"llvm.fmuladd.v{LANES}f32")
@@ -235,86 +236,65 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_windows, start,
         f"llvm.masked.load.v{LANES}f32.p0")
     zero = ir.Constant(vty, [0.0] * LANES)
     c = functools.partial(ir.Constant, i64)
+    align = ir.Constant(i32, 4)
 
-    entry = builder.block
-    w_head = builder.append_basic_block("window.head")
-    w_load = builder.append_basic_block("window.load")
-    s_loop = builder.append_basic_block("window.step")
-    w_next = builder.append_basic_block("window.next")
-    done = builder.append_basic_block("window.done")
-    builder.cbranch(builder.icmp_signed(">", n_windows, c(0)), w_head, done)
-
-    builder.position_at_end(w_head)                                  # per window
-    w, p = builder.phi(i64), builder.phi(i64)
-    accs = [builder.phi(vty) for _ in range(n_acc)]
-    n_steps = builder.zext(builder.load(builder.gep(s_ptr, [w])), i64)
-    builder.cbranch(builder.icmp_signed(">", n_steps, c(0)), w_load, w_next)
-
-    builder.position_at_end(w_load)                                  # its two registers
-    first = builder.mul(w, c(WINDOW))
-    rest = builder.sub(n_in, first)                                  # >= 1 inputs left
+    tail = builder.bitcast(cgutils.alloca_once(builder, ir.ArrayType(f32, 2 * LANES)),
+                           f32.as_pointer())                         # the last window
+    w_last = builder.sdiv(builder.sub(n_in, c(1)), c(WINDOW))
+    first = builder.mul(w_last, c(WINDOW))
+    rest = builder.sub(n_in, first)                                  # 1 .. WINDOW inputs
     lo_n = _min(builder, rest, c(LANES))
-    hi_n = _min(builder, builder.sub(rest, lo_n), c(WINDOW - LANES))
-    halves = []
-    for half, count in ((0, lo_n), (1, hi_n)):
+    for half, count in enumerate((lo_n, builder.sub(rest, lo_n))):
         bits = builder.sub(builder.shl(c(1), count), c(1))           # the low `count` lanes
         mask = builder.bitcast(builder.trunc(bits, i16), mty)
-        ptr = builder.gep(x_ptr, [builder.add(first, c(LANES * half))])
-        halves.append(builder.call(masked_load, [ptr, ir.Constant(i32, 4), mask, zero]))
-    builder.branch(s_loop)
+        part = builder.call(masked_load, [builder.gep(x_ptr, [builder.add(first, c(LANES * half))]),
+                                          align, mask, zero])
+        builder.store(part, builder.bitcast(builder.gep(tail, [c(LANES * half)]),
+                                            vty.as_pointer()), align=4)
+    hi_mask = ir.Constant(mty, [1] * (WINDOW - LANES) + [0])         # slot PAD_OFFSET: 0
 
-    builder.position_at_end(s_loop)                                  # one step, n_acc blocks
-    t, q = builder.phi(i64), builder.phi(i64)
-    s_accs = [builder.phi(vty) for _ in range(n_acc)]
+    entry = builder.block
+    loop = builder.append_basic_block("window.step")
+    done = builder.append_basic_block("window.done")
+    builder.cbranch(builder.icmp_signed(">", n_steps, c(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i, q = builder.phi(i64), builder.phi(i64)
+    accs = [builder.phi(vty) for _ in range(n_acc)]
+    w = builder.sext(builder.load(builder.gep(w_ptr, [i])), i64)
+    base = builder.select(builder.icmp_signed("==", w, w_last), tail,
+                          builder.gep(x_ptr, [builder.mul(w, c(WINDOW))]))
+    lo = builder.load(builder.bitcast(base, vty.as_pointer()), align=4)
+    hi = builder.call(masked_load, [builder.gep(base, [c(LANES)]), align, hi_mask, zero])
     new_accs = []
-    for g in range(n_acc):
+    for g, acc in enumerate(accs):
         unit = builder.mul(builder.add(q, c(g)), c(LANES))
         offsets = builder.load(builder.bitcast(builder.gep(o_ptr, [unit]), bty.as_pointer()),
                                align=1)
-        picked = builder.call(permute, [halves[0], builder.zext(offsets, ity), halves[1]])
+        picked = builder.call(permute, [lo, builder.zext(offsets, ity), hi])
         v = builder.load(builder.bitcast(builder.gep(v_ptr, [unit]), vty.as_pointer()),
                          align=4)
-        new_accs.append(builder.call(fmuladd, [v, picked, s_accs[g]]))
-    t_next, q_next = builder.add(t, c(1)), builder.add(q, c(n_acc))
-    builder.cbranch(builder.icmp_signed("<", t_next, n_steps), s_loop, w_next)
-    t.add_incoming(c(0), w_load)
-    t.add_incoming(t_next, s_loop)
-    q.add_incoming(p, w_load)
-    q.add_incoming(q_next, s_loop)
-    for phi, acc, new in zip(s_accs, accs, new_accs):
-        phi.add_incoming(acc, w_load)
-        phi.add_incoming(new, s_loop)
-
-    builder.position_at_end(w_next)                                  # next window
-    p_next = builder.phi(i64)
-    p_next.add_incoming(p, w_head)
-    p_next.add_incoming(q_next, s_loop)
-    n_accs = []
+        new_accs.append(builder.call(fmuladd, [v, picked, acc]))
+    i_next, q_next = builder.add(i, c(1)), builder.add(q, c(n_acc))
+    builder.cbranch(builder.icmp_signed("<", i_next, n_steps), loop, done)
+    i.add_incoming(c(0), entry)
+    i.add_incoming(i_next, loop)
+    q.add_incoming(start, entry)
+    q.add_incoming(q_next, loop)
     for acc, new in zip(accs, new_accs):
-        phi = builder.phi(vty)
-        phi.add_incoming(acc, w_head)
-        phi.add_incoming(new, s_loop)
-        n_accs.append(phi)
-    w_inc = builder.add(w, c(1))
-    builder.cbranch(builder.icmp_signed("<", w_inc, n_windows), w_head, done)
-    w.add_incoming(c(0), entry)
-    w.add_incoming(w_inc, w_next)
-    p.add_incoming(start, entry)
-    p.add_incoming(p_next, w_next)
-    for acc, n_acc_phi in zip(accs, n_accs):
         acc.add_incoming(zero, entry)
-        acc.add_incoming(n_acc_phi, w_next)
+        acc.add_incoming(new, loop)
 
     builder.position_at_end(done)
     stop = builder.phi(i64)
     stop.add_incoming(start, entry)
-    stop.add_incoming(p_next, w_next)
+    stop.add_incoming(q_next, loop)
     totals = []
-    for n_acc_phi in n_accs:
-        phi = builder.phi(vty)
-        phi.add_incoming(zero, entry)
-        phi.add_incoming(n_acc_phi, w_next)
-        totals.append(phi)
+    for new in new_accs:
+        total = builder.phi(vty)
+        total.add_incoming(zero, entry)
+        total.add_incoming(new, loop)
+        totals.append(total)
     return totals, stop
 
 
@@ -324,39 +304,37 @@ def _min(builder, a, b):
 
 
 @intrinsic(prefer_literal=True)
-def _window_dot(typingctx, x, values, offsets, steps, steps_start, start, n_acc, bias, out,
-                row0):
+def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps, start,
+                n_acc, bias, out, row0):
     """One group of ``n_acc`` blocks of the window layout (``window_dot_loop``): for the
     group's rows ``r = row0 + LANES g + l`` below ``out.shape[0]``, ``out[r] = (sum of the
     row) + bias[r]``; returns the stream unit after the group's last.
 
     x : [in] float32; values : flat float32 stream; offsets : flat uint8 stream (unit
-    ``u`` at ``LANES u``); steps : flat uint8, the group's ``ceil(in / WINDOW)`` step
-    counts from ``steps_start``; start : the group's first unit; n_acc : literal 1..4;
+    ``u`` at ``LANES u``); step_window : int32, the window of each step, the group's
+    ``n_steps`` from ``steps_start``; start : the group's first unit; n_acc : literal 1..4;
     bias : [>= row0 + LANES n_acc] float32 (padded); out : [n] float32 (rows past ``n`` are
     not stored). Needs AVX-512 (``vpermi2ps``). No bounds checks.
     """
-    arrays = (x, values, offsets, steps, bias, out)
+    arrays = (x, values, offsets, step_window, bias, out)
     if not (isinstance(n_acc, types.IntegerLiteral) and 1 <= n_acc.literal_value <= 4
             and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
                     for a in arrays)
             and x.dtype == values.dtype == bias.dtype == out.dtype == types.float32
-            and offsets.dtype == steps.dtype == types.uint8):
+            and offsets.dtype == types.uint8 and step_window.dtype == types.int32):
         return None
-    sig = types.intp(x, values, offsets, steps, types.intp, types.intp, n_acc, bias, out,
-                     types.intp)
+    sig = types.intp(x, values, offsets, step_window, types.intp, types.intp, types.intp,
+                     n_acc, bias, out, types.intp)
 
     def codegen(context, builder, signature, args):
-        xa, va, oa, sa, s0, u0, _, ba, ya, r0 = args
+        xa, va, oa, wa, s0, ns, u0, _, ba, ya, r0 = args
         i16, i64 = ir.IntType(16), ir.IntType(64)
         arr = functools.partial(_data, context, builder)
         n_in = context.make_array(x)(context, builder, xa).nitems
         n_out = context.make_array(out)(context, builder, ya).nitems
-        n_windows = builder.sdiv(builder.add(n_in, ir.Constant(i64, WINDOW - 1)),
-                                 ir.Constant(i64, WINDOW))
         totals, stop = window_dot_loop(
             builder, arr(x, xa), n_in, arr(values, va), arr(offsets, oa),
-            builder.gep(arr(steps, sa), [s0]), n_windows, u0, n_acc.literal_value)
+            builder.gep(arr(step_window, wa), [s0]), ns, u0, n_acc.literal_value)
         vty = totals[0].type
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.element.as_pointer(),
@@ -388,54 +366,59 @@ def _data(context, builder, aty, value):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _group_dot(x, values, offsets, steps, steps_start, start, n_blocks, bias, y, q):
+def _group_dot(x, values, offsets, step_window, step_start, group_start, n_blocks, bias, y,
+               q):
     """Group ``q`` (of ``GROUP`` blocks; fewer in the last) of a layer in the window layout
-    into ``y`` (``_window_dot``); returns the unit after the group's last."""
+    into ``y`` (``_window_dot``)."""
     g = min(GROUP, n_blocks - q * GROUP)
-    r0 = q * GROUP * LANES
+    s0, u0, r0 = step_start[q], group_start[q], q * GROUP * LANES
+    n_steps = step_start[q + 1] - s0
     if g == 4:
-        return _window_dot(x, values, offsets, steps, steps_start, start, 4, bias, y, r0)
-    if g == 3:
-        return _window_dot(x, values, offsets, steps, steps_start, start, 3, bias, y, r0)
-    if g == 2:
-        return _window_dot(x, values, offsets, steps, steps_start, start, 2, bias, y, r0)
-    return _window_dot(x, values, offsets, steps, steps_start, start, 1, bias, y, r0)
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 4, bias, y, r0)
+    elif g == 3:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 3, bias, y, r0)
+    elif g == 2:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 2, bias, y, r0)
+    else:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 1, bias, y, r0)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _group_matvec(x, values, offsets, steps, group_start, bias, y, q):
+def _group_matvec(x, values, offsets, step_window, step_start, group_start, bias, y, q):
     """Group ``q`` of ``matvec_windows`` for every example of ``x [B, in]`` into ``y``."""
     flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
-    flat_steps, n_windows = steps.reshape(-1), steps.shape[1]
     n_blocks = bias.shape[0] // LANES
     for t in range(x.shape[0]):
-        _group_dot(x[t], flat_values, flat_offsets, flat_steps, q * n_windows,
-                   group_start[q], n_blocks, bias, y[t], q)
+        _group_dot(x[t], flat_values, flat_offsets, step_window, step_start, group_start,
+                   n_blocks, bias, y[t], q)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def matvec_windows(x, values, offsets, steps, group_start, bias, y):
+def matvec_windows(x, values, offsets, step_window, step_start, group_start, bias, y):
     """Batch 1 (or a few examples, one at a time) in the window layout, serial:
     ``y[t, r] = sum_j values[r, j] * x[t, index[r, j]] + bias[r]``, bit for bit
     ``matvec_lanes``. Needs AVX-512.
 
     x : [B, in] or [in] float32; values : [n_units, LANES] float32; offsets : [n_units,
-    LANES] uint8; steps : [n_groups, ceil(in / WINDOW)] uint8; group_start : [n_groups + 1]
+    LANES] uint8; step_window : [n_steps] int32; step_start, group_start : [n_groups + 1]
     int64 (``matmul.window_layout``); bias : [n_blocks * LANES] float32 (padded); y :
     [B, n] or [n] float32 as ``x`` (written). Group by group, each group for every example while its
     values are in cache. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
     """
     rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
-    for q in range(steps.shape[0]):
-        _group_matvec(rows, values, offsets, steps, group_start, bias, out, q)
+    for q in range(group_start.shape[0] - 1):
+        _group_matvec(rows, values, offsets, step_window, step_start, group_start, bias,
+                      out, q)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
-def matvec_windows_parallel(x, values, offsets, steps, group_start, bias, y):
+def matvec_windows_parallel(x, values, offsets, step_window, step_start, group_start, bias,
+                            y):
     """``matvec_windows`` with the groups split across threads (same per-group code)."""
     rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
-    for q in prange(steps.shape[0]):
-        _group_matvec(rows, values, offsets, steps, group_start, bias, out, q)
+    for q in prange(group_start.shape[0] - 1):
+        _group_matvec(rows, values, offsets, step_window, step_start, group_start, bias,
+                      out, q)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -700,15 +683,16 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def mlp_matvec_windows(x, params, index, layout, buf):
+def mlp_matvec_windows(x, params, index, steps, layout, buf):
     """``mlp_matvec_lanes`` with the condensed layers in the window layout (AVX-512 CPUs),
     bit for bit the same.
 
-    As ``mlp_matvec_lanes``, except: a condensed layer's values are its window stream
-    (``matmul.window_layout``), ``index`` is uint8 and holds its offset stream (from
-    ``layout[li, 5]``) and its step counts (from ``layout[li, 10]``), ``layout[li, 11]`` is
-    its number of inputs, and its bias holds ``LANES * n_blocks`` entries (padded) but only
-    ``n`` outputs are written.
+    As ``mlp_matvec_lanes``, except: a condensed layer's values in ``params`` are its value
+    stream (``matmul.window_layout``); ``index`` is uint8 and holds its offset stream (from
+    ``layout[li, 5]``); steps : int32, holds from ``layout[li, 10]`` its ``group_start``
+    and ``step_start`` (``n_groups + 1`` each, ``n_groups = ceil(n_blocks / GROUP)``), then
+    its ``step_window``; ``layout[li, 11]`` is its number of inputs; its bias holds
+    ``LANES * n_blocks`` entries (padded) but only ``n`` outputs are written.
     """
     buf[:x.shape[0]] = x
     for li in range(layout.shape[0]):
@@ -716,14 +700,14 @@ def mlp_matvec_windows(x, params, index, layout, buf):
         vo, wo, bo, relu = layout[li, 4], layout[li, 5], layout[li, 6], layout[li, 7]
         io, oo, so, n_in = layout[li, 8], layout[li, 9], layout[li, 10], layout[li, 11]
         if kind == 0:
-            xin, y = buf[io:io + n_in], buf[oo:oo + n]
-            values, offsets, steps = params[vo:], index[wo:], index[so:]
+            n_groups = (n_blocks + GROUP - 1) // GROUP
+            group_start = steps[so:so + n_groups + 1]
+            step_start = steps[so + n_groups + 1:so + 2 * n_groups + 2]
+            step_window = steps[so + 2 * n_groups + 2:]
             bias = params[bo:bo + n_blocks * LANES]
-            n_windows = (n_in + WINDOW - 1) // WINDOW
-            unit = 0
-            for q in range((n_blocks + GROUP - 1) // GROUP):
-                unit = _group_dot(xin, values, offsets, steps, q * n_windows, unit,
-                                  n_blocks, bias, y, q)
+            for q in range(n_groups):
+                _group_dot(buf[io:io + n_in], params[vo:], index[wo:], step_window,
+                           step_start, group_start, n_blocks, bias, buf[oo:oo + n], q)
         else:
             _dense_matvec(params, buf, n, k, vo, bo, io, oo)
         if relu != 0:

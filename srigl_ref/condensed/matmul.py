@@ -123,16 +123,20 @@ class WindowLayout(NamedTuple):
     values : ndarray of shape (n_units, LANES), float32
     offsets : ndarray of shape (n_units, LANES), uint8
         Each unit is one step of one block of ``LANES`` rows: a row's value and its input's
-        offset in the current window (``PAD_OFFSET``, a zero slot, for padding).
-    steps : ndarray of shape (n_groups, ceil(in / WINDOW)), uint8
-        Steps of each group of ``GROUP`` blocks in each window: the most nonzeros any of
-        its rows has there.
+        offset in the step's window (``PAD_OFFSET``, a zero slot, for padding).
+    step_window : ndarray of shape (n_steps,), int32
+        The window of each step, group by group, ascending within a group; a group of
+        ``GROUP`` blocks takes as many steps in a window as its fullest row has nonzeros
+        there, each step one unit per block.
+    step_start : ndarray of shape (n_groups + 1,), int64
+        The first step of each group (and the total).
     group_start : ndarray of shape (n_groups + 1,), int64
         The first unit of each group (and the total).
     """
     values: np.ndarray
     offsets: np.ndarray
-    steps: np.ndarray
+    step_window: np.ndarray
+    step_start: np.ndarray
     group_start: np.ndarray
 
 
@@ -192,7 +196,10 @@ def window_layout(values: np.ndarray, indices: np.ndarray, in_features: int) -> 
     lanes = np.broadcast_to(lane, window.shape)
     out_values[unit, lanes] = values
     out_offsets[unit, lanes] = indices % WINDOW
-    return WindowLayout(out_values, out_offsets, steps.astype(np.uint8),
+    step_window = np.repeat(np.tile(np.arange(n_windows, dtype=np.int32), n_groups),
+                            steps.ravel())                           # [n_steps]
+    step_start = np.concatenate(([0], np.cumsum(steps.sum(axis=1))))
+    return WindowLayout(out_values, out_offsets, step_window, step_start.astype(np.int64),
                         first_unit[::n_windows].astype(np.int64))
 
 

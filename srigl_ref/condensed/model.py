@@ -253,10 +253,10 @@ class _MlpPlan:
     Python, no per-layer allocation). ``None`` from ``build`` when the ops do not qualify (a conv or
     pool, or lanes layouts with index dtypes that differ)."""
 
-    def __init__(self, params, index, layout, n_buf, out_offset, n_out, windows):
+    def __init__(self, params, index, layout, n_buf, out_offset, n_out, steps=None):
         self.params, self.index, self.layout = params, index, layout
         self.n_buf, self.out_offset, self.n_out = n_buf, out_offset, n_out
-        self.kernel = _kernels.mlp_matvec_windows if windows else _kernels.mlp_matvec_lanes
+        self.steps = steps                                           # window plan only
 
     @classmethod
     def build(cls, ops, n_in):
@@ -271,8 +271,8 @@ class _MlpPlan:
                 or len(index_dtypes) > 1):
             return None
         index_dtype = index_dtypes.pop() if index_dtypes else np.dtype(np.uint16)
-        params, index, layout = [], [], []
-        n_params = n_index = 0
+        params, index, layout, steps = [], [], [], []
+        n_params = n_index = n_steps = 0
         io, oo = 0, n_in                                             # offsets in buf
         for op in lin:
             windows_at = [0, 0]                                      # steps offset, in
@@ -286,8 +286,11 @@ class _MlpPlan:
                 b = lay._bias
                 n, k, n_blocks = lay.n_active, lay.k, b.size // _kernels.LANES
                 w, n_space = win.values, n
-                idx = np.concatenate([win.offsets.ravel(), win.steps.ravel()])
-                windows_at = [n_index + win.offsets.size, lay.in_features]
+                idx = win.offsets.ravel()
+                steps.append(np.concatenate([win.group_start, win.step_start,
+                                             win.step_window]))
+                windows_at = [n_steps, lay.in_features]
+                n_steps += steps[-1].size
             else:
                 lay = op.layer
                 w, b = lay._slab_values, lay._bias                   # [n_blocks, k, 16]
@@ -303,12 +306,18 @@ class _MlpPlan:
         n_out = layout[-1][1]
         return cls(np.concatenate(params).astype(np.float32),
                    np.concatenate(index).astype(index_dtype),
-                   np.array(layout, dtype=np.int64), oo, io, n_out, windows)
+                   np.array(layout, dtype=np.int64), oo, io, n_out,
+                   np.concatenate([np.zeros(0, np.int32)] + steps).astype(np.int32)
+                   if windows else None)
 
     def __call__(self, x):
         """x : [n_in] float32, C-contiguous -> logits [n_out] float32 (a new array)."""
         buf = np.empty(self.n_buf, np.float32)
-        self.kernel(x, self.params, self.index, self.layout, buf)
+        if self.steps is None:
+            _kernels.mlp_matvec_lanes(x, self.params, self.index, self.layout, buf)
+        else:
+            _kernels.mlp_matvec_windows(x, self.params, self.index, self.steps, self.layout,
+                                        buf)
         return buf[self.out_offset:self.out_offset + self.n_out]
 
 

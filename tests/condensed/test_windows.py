@@ -111,12 +111,19 @@ def test_parallel_build_equals_serial(layer):
 def test_window_layout_steps_and_padding(layer):
     values, indices, _, x = layer
     n, k = values.shape
+    n_windows = -(-x.shape[1] // K.WINDOW)
     w = matmul.window_layout(values, indices, x.shape[1])
     n_groups = -(-n // (K.LANES * K.GROUP))
-    counts = np.zeros((n_groups * K.GROUP * K.LANES, w.steps.shape[1]), np.int64)
+    counts = np.zeros((n_groups * K.GROUP * K.LANES, n_windows), np.int64)
     np.add.at(counts, (np.repeat(np.arange(n), k), (indices // K.WINDOW).ravel()), 1)
-    np.testing.assert_array_equal(
-        w.steps, counts.reshape(n_groups, -1, w.steps.shape[1]).max(axis=1))
+    steps = counts.reshape(n_groups, -1, n_windows).max(axis=1)      # [groups, windows]
+    for q in range(n_groups):                  # each group: its fullest row's count a window
+        group_windows = w.step_window[w.step_start[q]:w.step_start[q + 1]]
+        np.testing.assert_array_equal(np.bincount(group_windows, minlength=n_windows),
+                                      steps[q])
+        assert (np.diff(group_windows) >= 0).all()
+        blocks = min(K.GROUP, -(-n // K.LANES) - q * K.GROUP)
+        assert w.group_start[q + 1] - w.group_start[q] == blocks * steps[q].sum()
     assert w.group_start[-1] == w.values.shape[0] and w.group_start[0] == 0
     assert (w.offsets <= K.PAD_OFFSET).all()
     # every nonzero appears once; every other slot is padding: value 0 at the zero slot
