@@ -56,7 +56,7 @@ WINDOW_KERNEL = _window_kernel_runs()
 
 # The window kernel needs a row to have about this many nonzeros per window on average:
 # below, its per-window work and padding cost more than the lanes kernel's per-nonzero
-# gathers (bench/README.md, "Window kernel vs lanes kernel").
+# gathers (bench/README.md, "### Window-permute kernel", *Density*).
 WINDOW_MIN_NONZEROS = 2
 
 
