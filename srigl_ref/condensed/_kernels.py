@@ -48,8 +48,6 @@ Kernel shapes (why each is built so, with the measurements, in bench/README.md,
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -235,7 +233,9 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
         mod, ir.FunctionType(vty, [f32.as_pointer(), i32, mty, vty]),
         f"llvm.masked.load.v{LANES}f32.p0")
     zero = ir.Constant(vty, [0.0] * LANES)
-    c = functools.partial(ir.Constant, i64)
+    def c(value):
+        return ir.Constant(i64, value)
+
     align = ir.Constant(i32, 4)
 
     tail = builder.bitcast(cgutils.alloca_once(builder, ir.ArrayType(f32, 2 * LANES)),
@@ -329,7 +329,9 @@ def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps
     def codegen(context, builder, signature, args):
         xa, va, oa, wa, s0, ns, u0, _, ba, ya, r0 = args
         i16, i64 = ir.IntType(16), ir.IntType(64)
-        arr = functools.partial(_data, context, builder)
+        def arr(aty, value):
+            return _data(context, builder, aty, value)
+
         n_in = context.make_array(x)(context, builder, xa).nitems
         n_out = context.make_array(out)(context, builder, ya).nitems
         totals, stop = window_dot_loop(
