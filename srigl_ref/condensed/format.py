@@ -103,6 +103,11 @@ class CondensedLinear:
         return self._lanes[1]
 
     @functools.cached_property
+    def _windows_pay_off(self) -> bool:
+        """``matmul.windows_pay_off(k, in_features)``, computed once."""
+        return matmul.windows_pay_off(self.k, self.in_features)
+
+    @functools.cached_property
     def _windows(self) -> matmul.WindowLayout:
         """The window-permute layout (``matmul.window_layout``), built on first use."""
         return matmul.window_layout(self.values, self.indices, self.in_features)
@@ -191,7 +196,7 @@ class CondensedLinear:
         small = x.ndim == 1 or x.shape[0] <= matmul.SMALL_BATCH
         if out is not None:
             _check_out(out, x.shape[:-1] + (self.n_active,), small)
-        if small and matmul.use_windows(self.k, self.in_features):
+        if small and matmul.WINDOW_KERNEL and self._windows_pay_off:
             return matmul.forward_windows(x, self._windows, self._bias, self.n_active,
                                           self.k, out)
         y = matmul.forward(x, self._slab_values, self._slab_index, self._bias,

@@ -60,10 +60,16 @@ WINDOW_KERNEL = _window_kernel_runs()
 WINDOW_MIN_NONZEROS = 2
 
 
+def windows_pay_off(k: int, in_features: int) -> bool:
+    """Whether a layer of fan-in ``k`` over ``in_features`` inputs is dense enough for the
+    window kernel: ``k WINDOW >= WINDOW_MIN_NONZEROS in``."""
+    return k * WINDOW >= WINDOW_MIN_NONZEROS * in_features
+
+
 def use_windows(k: int, in_features: int) -> bool:
-    """Whether a layer of fan-in ``k`` over ``in_features`` inputs runs the window kernel
-    at small batches: ``WINDOW_KERNEL`` and ``k WINDOW >= WINDOW_MIN_NONZEROS in``."""
-    return WINDOW_KERNEL and k * WINDOW >= WINDOW_MIN_NONZEROS * in_features
+    """Whether such a layer runs the window kernel at small batches: ``WINDOW_KERNEL``
+    (read at every call, so setting it takes effect at once) and ``windows_pay_off``."""
+    return WINDOW_KERNEL and windows_pay_off(k, in_features)
 
 
 def index_dtype(in_features: int) -> np.dtype:

@@ -171,3 +171,15 @@ def test_sparse_wide_layers_keep_the_lanes_kernel(rng):
     assert not matmul.use_windows(k, n_in) and matmul.use_windows(64, n_in)
     y = layer(rng.standard_normal(n_in).astype(np.float32))
     assert "_windows" not in vars(layer) and "_lanes" in vars(layer) and y.shape == (20,)
+
+
+def test_window_kernel_switch_turns_it_off(rng, monkeypatch):
+    mask = np.zeros((20, 62), bool)
+    mask[:, :31] = True
+    layer = condense(rng.standard_normal((20, 62)), mask)
+    monkeypatch.setattr(matmul, "WINDOW_KERNEL", False)
+    layer(np.ones(62, np.float32))
+    assert "_windows" not in vars(layer) and "_lanes" in vars(layer)
+    monkeypatch.setattr(matmul, "WINDOW_KERNEL", True)
+    layer(np.ones(62, np.float32))
+    assert "_windows" in vars(layer)
