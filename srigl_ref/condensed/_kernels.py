@@ -208,7 +208,7 @@ def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
 
 def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n_acc):
     """LLVM IR (code generation helper, not a kernel): ``n_steps`` steps of one group of
-    ``n_acc`` blocks of the window layout; returns ``(accumulators, stop)``.
+    ``n_acc`` blocks of the window layout; returns the ``n_acc`` accumulators.
 
     Step ``i`` works in window ``w = w_ptr[i]`` (int32): the inputs ``x[WINDOW w + i]``,
     ``i < WINDOW``, in two ``<16 x float>`` registers whose last slot (``PAD_OFFSET``)
@@ -217,8 +217,8 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
     permute, one ``llvm.fmuladd`` with 16 values. One flat loop over the steps: a window
     change costs two loads from ``x`` (in L1), not a branch. The last window, which may
     end past ``n_in``, is read from a 32-float copy zero-filled past ``n_in``, made once.
-    Units run from ``start`` (i64, in units of ``LANES``) to ``stop``; ``n_in`` and
-    ``n_steps`` are i64. Each accumulator lane sums its row in stream order from +0.0.
+    Units run from ``start`` (i64, in units of ``LANES``); ``n_in`` and ``n_steps`` are
+    i64. Each accumulator lane sums its row in stream order from +0.0.
     """
     i1, i8, i16, i32, i64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
     f32 = ir.FloatType()
@@ -233,10 +233,11 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
         mod, ir.FunctionType(vty, [f32.as_pointer(), i32, mty, vty]),
         f"llvm.masked.load.v{LANES}f32.p0")
     zero = ir.Constant(vty, [0.0] * LANES)
+    align = ir.Constant(i32, 4)
+
     def c(value):
         return ir.Constant(i64, value)
 
-    align = ir.Constant(i32, 4)
 
     tail = builder.bitcast(cgutils.alloca_once(builder, ir.ArrayType(f32, 2 * LANES)),
                            f32.as_pointer())                         # the last window
@@ -247,8 +248,8 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
     for half, count in enumerate((lo_n, builder.sub(rest, lo_n))):
         bits = builder.sub(builder.shl(c(1), count), c(1))           # the low `count` lanes
         mask = builder.bitcast(builder.trunc(bits, i16), mty)
-        part = builder.call(masked_load, [builder.gep(x_ptr, [builder.add(first, c(LANES * half))]),
-                                          align, mask, zero])
+        ptr = builder.gep(x_ptr, [builder.add(first, c(LANES * half))])
+        part = builder.call(masked_load, [ptr, align, mask, zero])
         builder.store(part, builder.bitcast(builder.gep(tail, [c(LANES * half)]),
                                             vty.as_pointer()), align=4)
     hi_mask = ir.Constant(mty, [1] * (WINDOW - LANES) + [0])         # slot PAD_OFFSET: 0
@@ -286,16 +287,13 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
         acc.add_incoming(new, loop)
 
     builder.position_at_end(done)
-    stop = builder.phi(i64)
-    stop.add_incoming(start, entry)
-    stop.add_incoming(q_next, loop)
     totals = []
     for new in new_accs:
         total = builder.phi(vty)
         total.add_incoming(zero, entry)
         total.add_incoming(new, loop)
         totals.append(total)
-    return totals, stop
+    return totals
 
 
 def _min(builder, a, b):
@@ -308,7 +306,7 @@ def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps
                 n_acc, bias, out, row0):
     """One group of ``n_acc`` blocks of the window layout (``window_dot_loop``): for the
     group's rows ``r = row0 + LANES g + l`` below ``out.shape[0]``, ``out[r] = (sum of the
-    row) + bias[r]``; returns the stream unit after the group's last.
+    row) + bias[r]``.
 
     x : [in] float32; values : flat float32 stream; offsets : flat uint8 stream (unit
     ``u`` at ``LANES u``); step_window : int32, the window of each step, the group's
@@ -323,7 +321,7 @@ def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps
             and x.dtype == values.dtype == bias.dtype == out.dtype == types.float32
             and offsets.dtype == types.uint8 and step_window.dtype == types.int32):
         return None
-    sig = types.intp(x, values, offsets, step_window, types.intp, types.intp, types.intp,
+    sig = types.void(x, values, offsets, step_window, types.intp, types.intp, types.intp,
                      n_acc, bias, out, types.intp)
 
     def codegen(context, builder, signature, args):
@@ -334,7 +332,7 @@ def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps
 
         n_in = context.make_array(x)(context, builder, xa).nitems
         n_out = context.make_array(out)(context, builder, ya).nitems
-        totals, stop = window_dot_loop(
+        totals = window_dot_loop(
             builder, arr(x, xa), n_in, arr(values, va), arr(offsets, oa),
             builder.gep(arr(step_window, wa), [s0]), ns, u0, n_acc.literal_value)
         vty = totals[0].type
@@ -352,7 +350,7 @@ def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps
             builder.call(store, [builder.fadd(total, b),
                                  builder.gep(arr(out, ya), [first]),
                                  ir.Constant(ir.IntType(32), 4), mask])
-        return stop
+        return context.get_dummy_value()
 
     return sig, codegen
 
