@@ -2,7 +2,12 @@
 
 Competitors, timed interleaved in one run (bench/harness.py), each with the bias add:
 
-- ``condensed``: ``CondensedLinear.__call__`` (srigl_ref.condensed);
+- ``condensed``: ``CondensedLinear.__call__`` (srigl_ref.condensed): at batch <= 8 the
+  window-permute kernel on AVX-512 CPUs (``matmul.WINDOW_KERNEL``), else the lanes kernel;
+- ``condensed_lanes`` (batch <= 8): the same call through the lanes kernel (what CPUs
+  without AVX-512 run, and what every CPU ran before the window kernel);
+- ``windows_kernel`` (batch 1, AVX-512): the window kernel called directly on
+  preallocated arrays, so ``condensed - windows_kernel`` is the Python wrapper's cost;
 - ``dense``: NumPy ``W @ x + b`` (OpenBLAS sgemv / sgemm);
 - ``scipy_csr``: ``scipy.sparse.csr_array @ x + b`` (single-threaded);
 - ``numba_csr``: a Numba CSR kernel written with the same care as the condensed one (below:
@@ -64,8 +69,9 @@ BATCHES = (1, 16, 256)
 THREADS = (1, 2)
 REGIMES = ("hot", "cold")
 COLD_BYTES = 96 * 2**20
-COMPETITORS = ("condensed", "dense", "scipy_csr", "numba_csr", "numba_csr_scalar",
-               "condensed_c")
+CONDENSED = ("condensed", "condensed_c", "condensed_lanes")
+COMPETITORS = ("condensed", "condensed_lanes", "windows_kernel", "dense", "scipy_csr",
+               "numba_csr", "numba_csr_scalar", "condensed_c")
 
 
 def parse_args(argv=None):
@@ -114,7 +120,9 @@ def build(weight, mask, bias):
     csr.sort_indices()
     narrow = np.uint16 if weight.shape[1] <= 1 << 16 else np.uint32
     indptr = csr.indptr.astype(np.int64)
-    return {"condensed": layer, "condensed_c": layer, "dense": (weight, bias),
+    return {"condensed": layer, "condensed_c": layer, "condensed_lanes": layer,
+            "windows_kernel": (layer, np.empty((1, layer.n_active), np.float32)),
+            "dense": (weight, bias),
             "scipy_csr": (csr, bias[:, None], bias),
             "numba_csr": (csr.data, csr.indices.astype(narrow), indptr, bias),
             "numba_csr_scalar": (csr.data, csr.indices.astype(narrow), indptr, bias)}
@@ -129,6 +137,13 @@ def call(name, obj, x, xT, xc):
     batched = x.ndim == 2
     if name == "condensed":
         return obj(x)
+    if name == "condensed_lanes":
+        xs = matmul.check_activations("x", x, obj.in_features)
+        return matmul.forward(xs, obj._slab_values, obj._slab_index, obj._bias, obj.n_active)
+    if name == "windows_kernel":
+        layer, y = obj                                  # y: [1, n], preallocated
+        K.matvec_windows(x.reshape(1, -1), *layer._windows, layer._bias, y)
+        return y[0]
     if name == "condensed_c":
         return obj(xc)
     if name == "dense":
@@ -289,8 +304,11 @@ def run_cell(n_in, n_out, sparsity, batch, regime, args, rng):
     """Check every competitor against float64, then time them; returns a result dict."""
     weight, mask, bias = make_layer(n_in, n_out, sparsity, rng)
     layers = build(weight, mask, bias)
+    small = batch <= matmul.SMALL_BATCH
     names = [n for n in COMPETITORS
-             if (n != "condensed_c" or batch > 1) and (n != "numba_csr_scalar" or batch == 1)]
+             if (n != "condensed_c" or batch > 1) and (n != "numba_csr_scalar" or batch == 1)
+             and (n != "condensed_lanes" or small)
+             and (n != "windows_kernel" or (batch == 1 and matmul.WINDOW_KERNEL))]
     x = rng.standard_normal(n_in if batch == 1 else (batch, n_in)).astype(np.float32)
     if batch > 1:
         x = np.asfortranarray(x)
@@ -308,22 +326,29 @@ def run_cell(n_in, n_out, sparsity, batch, regime, args, rng):
     copies = {}
     for name in names:
         obj = layers[name]
-        n_copies = 1 if regime == "hot" else -(-COLD_BYTES // layer_bytes(name, obj))
+        n_copies = 1 if regime == "hot" else -(-COLD_BYTES // layer_bytes(name, obj, batch))
         copies[name] = [obj] + [_copy(name, obj) for _ in range(n_copies - 1)]
+        for copy in copies[name]:                     # build lazy layouts before timing
+            call(name, copy, x, xT, xc)
     del layers
     competitors = {name: _rotating(name, copies[name], x, xT, xc) for name in names}
     timings = time_interleaved(competitors, repeats=args.repeats, min_seconds=args.min_seconds)
     out = {"in": n_in, "out": n_out, "sparsity": sparsity, "k": int(mask[0].sum()),
            "batch": batch, "regime": regime, "copies": {n: len(copies[n]) for n in names},
-           "bytes": {n: int(layer_bytes(n, copies[n][0])) for n in names}}
+           "bytes": {n: int(layer_bytes(n, copies[n][0], batch)) for n in names}}
     out["seconds"] = {n: {"median": t.median, "q1": t.iqr[0], "q3": t.iqr[1],
                           "samples": t.samples.tolist()} for n, t in timings.items()}
     return out
 
 
-def layer_bytes(name, obj):
+def layer_bytes(name, obj, batch):
     """Bytes a call of competitor ``name`` streams (weights, indices, bias)."""
-    if name in ("condensed", "condensed_c"):
+    windows = name == "windows_kernel" or (name == "condensed" and matmul.WINDOW_KERNEL
+                                           and batch <= matmul.SMALL_BATCH)
+    if windows:
+        layer = obj[0] if name == "windows_kernel" else obj
+        return sum(a.nbytes for a in layer._windows) + layer._bias.nbytes
+    if name in ("condensed", "condensed_c", "condensed_lanes"):
         return obj._slab_values.nbytes + obj._slab_index.nbytes + obj._bias.nbytes
     if name == "scipy_csr":
         return obj[0].data.nbytes + obj[0].indices.nbytes + obj[0].indptr.nbytes
@@ -332,7 +357,9 @@ def layer_bytes(name, obj):
 
 def _copy(name, obj):
     """An independent copy of a competitor's layer (its own memory)."""
-    if name in ("condensed", "condensed_c"):
+    if name == "windows_kernel":
+        return (_copy("condensed", obj[0]), obj[1].copy())
+    if name in CONDENSED:
         return type(obj)(obj.values, obj.indices, obj.active_rows, obj.bias, obj.shape)
     if name == "scipy_csr":
         return (obj[0].copy(), obj[1].copy(), obj[2].copy())
@@ -352,18 +379,27 @@ def _rotating(name, objs, x, xT, xc):
 # ---- parallel threshold -----------------------------------------------------------------
 
 def _kernel_pair(layer, batch, rng, which):
-    """Two zero-argument calls on one layer: ``which`` is ("serial", "parallel") or
-    ("per_example", "feature_major")."""
+    """Zero-argument calls on one layer: ``which`` is "threads" (serial vs parallel build
+    of the kernel ``forward`` runs) or "small_batch" (the batch-1 kernel once per example,
+    window and lanes, vs the feature-major kernel)."""
     n_in = layer.in_features
     v, idx, b = layer._slab_values, layer._slab_index, layer._bias
     x = rng.standard_normal((batch, n_in)).astype(np.float32)            # [B, in]
     xT = np.ascontiguousarray(x.T)                                        # [in, B]
     y = np.empty((batch, b.size), np.float32)                             # [B, n_pad]
+    yw = np.empty((batch, layer.n_active), np.float32)                    # [B, n]
     yT = np.empty((layer.n_active, batch), np.float32)                    # [n, B]
+    w = layer._windows if matmul.WINDOW_KERNEL else None
     if which == "small_batch":
-        return {"per_example": lambda: K.matvec_lanes(x, v, idx, b, y),
-                "feature_major": lambda: K.matmat_lanes(xT, v, idx, b, yT)}
-    if batch <= matmul.SMALL_BATCH:                                       # what forward runs
+        calls = {"per_example_lanes": lambda: K.matvec_lanes(x, v, idx, b, y),
+                 "feature_major": lambda: K.matmat_lanes(xT, v, idx, b, yT)}
+        if w is not None:
+            calls["per_example"] = lambda: K.matvec_windows(x, *w, b, yw)
+        return calls
+    if batch <= matmul.SMALL_BATCH and w is not None:                     # what forward runs
+        return {"serial": lambda: K.matvec_windows(x, *w, b, yw),
+                "parallel": lambda: K.matvec_windows_parallel(x, *w, b, yw)}
+    if batch <= matmul.SMALL_BATCH:
         return {"serial": lambda: K.matvec_lanes(x, v, idx, b, y),
                 "parallel": lambda: K.matvec_lanes_parallel(x, v, idx, b, y)}
     return {"serial": lambda: K.matmat_lanes(xT, v, idx, b, yT),
@@ -385,11 +421,15 @@ def run_threshold(args):
                 comp = _kernel_pair(layer, batch, rng, "small_batch" if small else "threads")
                 t = time_interleaved(comp, repeats=args.repeats, min_seconds=args.min_seconds)
                 work = layer.values.size * batch
-                ratio = t[a].median / t[b].median
+                first = a if a in t else "per_example_lanes"            # no AVX-512
+                ratio = t[first].median / t[b].median
                 rows.append({"in": n_in, "out": n_out, "sparsity": sparsity, "batch": batch,
-                             "work": work, "speedup": ratio})
-                print(f"work {work:>10}  {n_in}x{n_out} s={sparsity} B={batch:<3} {a} "
-                      f"{fmt_timing(t[a]):>28}  {b} {fmt_timing(t[b]):>28}"
+                             "work": work, "speedup": ratio,
+                             "seconds": {n: t[n].median for n in t}})
+                lanes = (f"  per_example_lanes {fmt_timing(t['per_example_lanes']):>28}"
+                         if small and first != "per_example_lanes" else "")
+                print(f"work {work:>10}  {n_in}x{n_out} s={sparsity} B={batch:<3} {first} "
+                      f"{fmt_timing(t[first]):>28}{lanes}  {b} {fmt_timing(t[b]):>28}"
                       f"  {b} speedup x{ratio:.2f}", flush=True)
     return rows
 
@@ -428,6 +468,16 @@ def spawn(threads, argv):
         return json.loads(path.read_text())
 
 
+# Table columns: (competitor, heading); ratios are competitor / condensed medians.
+COLUMNS = (("condensed", "condensed"), ("condensed_lanes", "condensed, lanes kernel"),
+           ("windows_kernel", "window kernel alone"), ("dense", "dense (BLAS)"),
+           ("scipy_csr", "SciPy CSR"), ("numba_csr", "Numba CSR"),
+           ("numba_csr_scalar", "Numba CSR scalar"), ("condensed_c", "condensed, C-order x"))
+RATIOS = (("condensed_lanes", "lanes / cond."), ("dense", "dense / cond."),
+          ("scipy_csr", "SciPy / cond."), ("numba_csr", "Numba CSR / cond."),
+          ("numba_csr_scalar", "Numba CSR scalar / cond."))
+
+
 def format_row(cell):
     """One markdown table row: medians [IQR] and ratios to condensed."""
     s = cell["seconds"]
@@ -441,16 +491,15 @@ def format_row(cell):
 
     def r(name):
         return f"{s[name]['median'] / c:.2f}x" if name in s else "-"
-    return (f"| {cell['in']}->{cell['out']} | {cell['sparsity']} | {cell['k']} | "
-            f"{cell['batch']} | {cell['threads']} | {cell['regime']} | {t('condensed')} | "
-            f"{t('dense')} | {t('scipy_csr')} | {t('numba_csr')} | {t('numba_csr_scalar')} | "
-            f"{t('condensed_c')} | {r('dense')} | {r('scipy_csr')} | {r('numba_csr')} | "
-            f"{r('numba_csr_scalar')} |")
+    cells = ([f"{cell['in']}->{cell['out']}", str(cell["sparsity"]), str(cell["k"]),
+              str(cell["batch"]), str(cell["threads"]), cell["regime"]]
+             + [t(name) for name, _ in COLUMNS] + [r(name) for name, _ in RATIOS])
+    return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| layer in->out | sparsity | k | batch | threads | cache | condensed | dense (BLAS) | "
-          "SciPy CSR | Numba CSR | Numba CSR scalar | condensed, C-order x | dense / cond. | "
-          "SciPy / cond. | Numba CSR / cond. | Numba CSR scalar / cond. |\n|" + "---|" * 16)
+HEADING = (["layer in->out", "sparsity", "k", "batch", "threads", "cache"]
+           + [h for _, h in COLUMNS] + [h for _, h in RATIOS])
+HEADER = "| " + " | ".join(HEADING) + " |\n|" + "---|" * len(HEADING)
 
 
 def plot(cells, path):

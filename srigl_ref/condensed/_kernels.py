@@ -13,6 +13,11 @@ Layouts (docs/algorithm.md §9):
   ``slab_index [n_blocks, k, LANES]`` (uint16/uint32), so ``slab_values[b, j, l] =
   values[LANES * b + l, j]``. Rows past ``n`` in the last block are padding (value 0, index
   0); a kernel writing ``[n_pad]`` computes them, the caller drops them;
+- window (``matmul.window_layout``, batch 1 on AVX-512 CPUs): the inputs cut into windows
+  of ``WINDOW`` = 31, the rows into blocks of ``LANES`` and the blocks into groups of
+  ``GROUP`` = 4; per group and window, as many steps as the group's fullest row has
+  nonzeros there; a unit (one step of one block) is 16 values and 16 byte offsets into
+  the window, padding being value 0 at offset ``PAD_OFFSET``, a slot that holds 0;
 - activations of a batch are feature-major, ``xT [in, B]``, so each gathered input is one
   contiguous row of ``B`` floats.
 
@@ -21,24 +26,25 @@ the last bit, well inside every test tolerance); no reassociation, so every row 
 in the order ``j = 0, 1, ..., k - 1`` unless a docstring says otherwise. Serial and parallel
 builds inline the same per-row or per-block code, hence agree bit for bit (tested).
 
-Measured on the development machine (AMD EPYC Zen 4, 1 thread; bench/README.md):
+Kernel shapes (why each is built so, with the measurements, in bench/README.md,
+"## condensed_matmul"):
 
-- batch 1, and batches of up to ``matmul.SMALL_BATCH`` examples one at a time
-  (``_lanes_dot``): the 16 rows of a block advance in lockstep, one position ``j``
-  a step: one vector load of 16 values, 16 scalar loads of the gathered ``x`` assembled
-  into a vector, one vector multiply-add. Plain Numba code of this shape compiles to 16
-  scalar FMAs with two floating-point loads each (~1.1 cycles per nonzero); the vector form
-  (written as LLVM IR, ``_lanes_dot``) takes ~0.7. The indices are read four (uint16) or
-  two (uint32) per 64-bit integer load and split with shifts: extracting them from a vector
-  register instead costs a slow vector-to-integer move each (measured 2x slower). No
-  horizontal sum and no remainder loop: constant fan-in makes the rows of a block equally
-  long. ``vgatherdps`` (micro-coded on Zen 4) was slower than the scalar loads. The values
-  are prefetched ``PREFETCH_STEPS`` ahead: 13% faster when they stream from memory, 0-5%
-  slower when they are in cache.
+- batch 1, and batches of up to ``matmul.SMALL_BATCH`` examples one at a time:
+  - lanes (``_lanes_dot``, LLVM IR): the 16 rows of a block advance in lockstep, one
+    position ``j`` a step: one vector load of 16 values, 16 scalar loads of the gathered
+    ``x`` assembled into a vector, one vector multiply-add. Indices are read four (uint16)
+    or two (uint32) per 64-bit integer load and split with shifts (a vector-to-integer move
+    per index is slower); values are prefetched ``PREFETCH_STEPS`` ahead. Constant fan-in
+    makes the rows of a block equally long: no horizontal sum, no remainder loop;
+  - window (``_window_dot``, LLVM IR, AVX-512): the window's inputs sit in two registers,
+    so a step gathers its 16 inputs with one two-source permute (``vpermi2ps``) instead of
+    16 loads, and the ``GROUP`` blocks of a group, sharing step counts, keep four
+    independent multiply-add chains in flight. Padding costs multiply-adds and bytes, so
+    it pays only where a row has a few nonzeros per window (``matmul.use_windows``);
 - batched: four nonzeros per pass over the ``B`` lanes (one load and one store of the
   output row per four FMAs; the loop vectorises over contiguous rows); in the lanes
-  layout the 16 rows of a block take turns every four nonzeros (1.1-1.25x faster than
-  row after row at B = 4..256, 3072 -> 768, k = 307).
+  layout the 16 rows of a block take turns every four nonzeros, so the four value and
+  index lines in use serve all of them.
 """
 from __future__ import annotations
 
@@ -51,6 +57,9 @@ from numba.extending import intrinsic
 FASTMATH = {"contract"}
 LANES = 16                       # rows per block of the lanes layout (one 64 B line of f32)
 PREFETCH_STEPS = 32              # _lanes_dot prefetches the values this many steps ahead
+WINDOW = 31                      # inputs per window of the window layout (+ one zero slot)
+PAD_OFFSET = WINDOW              # the zero slot: padded lanes read 0, never an input
+GROUP = 4                        # blocks of the window layout sharing step counts
 
 
 def _gather_vector(builder, x_ptr, index_ptr, fty, bits):
@@ -197,6 +206,221 @@ def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
             _block_matvec(x[t], flat_values, flat_index, bias, y[t], b, k)
 
 
+def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n_acc):
+    """LLVM IR (code generation helper, not a kernel): ``n_steps`` steps of one group of
+    ``n_acc`` blocks of the window layout; returns the ``n_acc`` accumulators.
+
+    Step ``i`` works in window ``w = w_ptr[i]`` (int32): the inputs ``x[WINDOW w + i]``,
+    ``i < WINDOW``, in two ``<16 x float>`` registers whose last slot (``PAD_OFFSET``)
+    holds 0; then, for each of the ``n_acc`` blocks, one unit of the streams: 16 byte
+    offsets widened to i32, the 16 inputs picked from the two registers by one two-source
+    permute, one ``llvm.fmuladd`` with 16 values. One flat loop over the steps: a window
+    change costs two loads from ``x`` (in L1), not a branch. The last window, which may
+    end past ``n_in``, is read from a 32-float copy zero-filled past ``n_in``, made once.
+    Units run from ``start`` (i64, in units of ``LANES``); ``n_in`` and ``n_steps`` are
+    i64. Each accumulator lane sums its row in stream order from +0.0.
+    """
+    i1, i8, i16, i32, i64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
+    f32 = ir.FloatType()
+    vty, ity = ir.VectorType(f32, LANES), ir.VectorType(i32, LANES)
+    bty, mty = ir.VectorType(i8, LANES), ir.VectorType(i1, LANES)
+    mod = builder.module
+    fmuladd = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]),
+                                             f"llvm.fmuladd.v{LANES}f32")
+    permute = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, ity, vty]),
+                                             "llvm.x86.avx512.vpermi2var.ps.512")
+    masked_load = cgutils.get_or_insert_function(
+        mod, ir.FunctionType(vty, [f32.as_pointer(), i32, mty, vty]),
+        f"llvm.masked.load.v{LANES}f32.p0")
+    zero = ir.Constant(vty, [0.0] * LANES)
+    align = ir.Constant(i32, 4)
+
+    def c(value):
+        return ir.Constant(i64, value)
+
+
+    tail = builder.bitcast(cgutils.alloca_once(builder, ir.ArrayType(f32, 2 * LANES)),
+                           f32.as_pointer())                         # the last window
+    w_last = builder.sdiv(builder.sub(n_in, c(1)), c(WINDOW))
+    first = builder.mul(w_last, c(WINDOW))
+    rest = builder.sub(n_in, first)                                  # 1 .. WINDOW inputs
+    lo_n = _min(builder, rest, c(LANES))
+    for half, count in enumerate((lo_n, builder.sub(rest, lo_n))):
+        bits = builder.sub(builder.shl(c(1), count), c(1))           # the low `count` lanes
+        mask = builder.bitcast(builder.trunc(bits, i16), mty)
+        ptr = builder.gep(x_ptr, [builder.add(first, c(LANES * half))])
+        part = builder.call(masked_load, [ptr, align, mask, zero])
+        builder.store(part, builder.bitcast(builder.gep(tail, [c(LANES * half)]),
+                                            vty.as_pointer()), align=4)
+    hi_mask = ir.Constant(mty, [1] * (WINDOW - LANES) + [0])         # slot PAD_OFFSET: 0
+
+    entry = builder.block
+    loop = builder.append_basic_block("window.step")
+    done = builder.append_basic_block("window.done")
+    builder.cbranch(builder.icmp_signed(">", n_steps, c(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i, q = builder.phi(i64), builder.phi(i64)
+    accs = [builder.phi(vty) for _ in range(n_acc)]
+    w = builder.sext(builder.load(builder.gep(w_ptr, [i])), i64)
+    base = builder.select(builder.icmp_signed("==", w, w_last), tail,
+                          builder.gep(x_ptr, [builder.mul(w, c(WINDOW))]))
+    lo = builder.load(builder.bitcast(base, vty.as_pointer()), align=4)
+    hi = builder.call(masked_load, [builder.gep(base, [c(LANES)]), align, hi_mask, zero])
+    new_accs = []
+    for g, acc in enumerate(accs):
+        unit = builder.mul(builder.add(q, c(g)), c(LANES))
+        offsets = builder.load(builder.bitcast(builder.gep(o_ptr, [unit]), bty.as_pointer()),
+                               align=1)
+        picked = builder.call(permute, [lo, builder.zext(offsets, ity), hi])
+        v = builder.load(builder.bitcast(builder.gep(v_ptr, [unit]), vty.as_pointer()),
+                         align=4)
+        new_accs.append(builder.call(fmuladd, [v, picked, acc]))
+    i_next, q_next = builder.add(i, c(1)), builder.add(q, c(n_acc))
+    builder.cbranch(builder.icmp_signed("<", i_next, n_steps), loop, done)
+    i.add_incoming(c(0), entry)
+    i.add_incoming(i_next, loop)
+    q.add_incoming(start, entry)
+    q.add_incoming(q_next, loop)
+    for acc, new in zip(accs, new_accs):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(new, loop)
+
+    builder.position_at_end(done)
+    totals = []
+    for new in new_accs:
+        total = builder.phi(vty)
+        total.add_incoming(zero, entry)
+        total.add_incoming(new, loop)
+        totals.append(total)
+    return totals
+
+
+def _min(builder, a, b):
+    """LLVM IR: the smaller of the i64 values ``a`` and ``b`` (signed)."""
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+
+@intrinsic(prefer_literal=True)
+def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps, start,
+                n_acc, bias, out, row0):
+    """One group of ``n_acc`` blocks of the window layout (``window_dot_loop``): for the
+    group's rows ``r = row0 + LANES g + l`` below ``out.shape[0]``, ``out[r] = (sum of the
+    row) + bias[r]``.
+
+    x : [in] float32; values : flat float32 stream; offsets : flat uint8 stream (unit
+    ``u`` at ``LANES u``); step_window : int32, the window of each step, the group's
+    ``n_steps`` from ``steps_start``; start : the group's first unit; n_acc : literal 1..4;
+    bias : [>= row0 + LANES n_acc] float32 (padded); out : [n] float32 (rows past ``n`` are
+    not stored). Needs AVX-512 (``vpermi2ps``). No bounds checks.
+    """
+    arrays = (x, values, offsets, step_window, bias, out)
+    if not (isinstance(n_acc, types.IntegerLiteral) and 1 <= n_acc.literal_value <= 4
+            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    for a in arrays)
+            and x.dtype == values.dtype == bias.dtype == out.dtype == types.float32
+            and offsets.dtype == types.uint8 and step_window.dtype == types.int32):
+        return None
+    sig = types.void(x, values, offsets, step_window, types.intp, types.intp, types.intp,
+                     n_acc, bias, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        xa, va, oa, wa, s0, ns, u0, _, ba, ya, r0 = args
+        i16, i64 = ir.IntType(16), ir.IntType(64)
+        def arr(aty, value):
+            return _data(context, builder, aty, value)
+
+        n_in = context.make_array(x)(context, builder, xa).nitems
+        n_out = context.make_array(out)(context, builder, ya).nitems
+        totals = window_dot_loop(
+            builder, arr(x, xa), n_in, arr(values, va), arr(offsets, oa),
+            builder.gep(arr(step_window, wa), [s0]), ns, u0, n_acc.literal_value)
+        vty = totals[0].type
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.element.as_pointer(),
+                                                            ir.IntType(32), _mask_type()]),
+            f"llvm.masked.store.v{LANES}f32.p0")
+        for g, total in enumerate(totals):
+            first = builder.add(r0, ir.Constant(i64, LANES * g))
+            b = builder.load(builder.bitcast(builder.gep(arr(bias, ba), [first]),
+                                             vty.as_pointer()), align=4)
+            kept = _min(builder, builder.sub(n_out, first), ir.Constant(i64, LANES))
+            bits = builder.sub(builder.shl(ir.Constant(i64, 1), kept), ir.Constant(i64, 1))
+            mask = builder.bitcast(builder.trunc(bits, i16), _mask_type())
+            builder.call(store, [builder.fadd(total, b),
+                                 builder.gep(arr(out, ya), [first]),
+                                 ir.Constant(ir.IntType(32), 4), mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _mask_type():
+    """LLVM IR: the ``<LANES x i1>`` lane mask type."""
+    return ir.VectorType(ir.IntType(1), LANES)
+
+
+def _data(context, builder, aty, value):
+    """LLVM IR: the data pointer of the Numba array ``value`` of type ``aty``."""
+    return context.make_array(aty)(context, builder, value).data
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _group_dot(x, values, offsets, step_window, step_start, group_start, n_blocks, bias, y,
+               q):
+    """Group ``q`` (of ``GROUP`` blocks; fewer in the last) of a layer in the window layout
+    into ``y`` (``_window_dot``)."""
+    g = min(GROUP, n_blocks - q * GROUP)
+    s0, u0, r0 = step_start[q], group_start[q], q * GROUP * LANES
+    n_steps = step_start[q + 1] - s0
+    if g == 4:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 4, bias, y, r0)
+    elif g == 3:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 3, bias, y, r0)
+    elif g == 2:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 2, bias, y, r0)
+    else:
+        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 1, bias, y, r0)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _group_matvec(x, values, offsets, step_window, step_start, group_start, bias, y, q):
+    """Group ``q`` of ``matvec_windows`` for every example of ``x [B, in]`` into ``y``."""
+    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
+    n_blocks = bias.shape[0] // LANES
+    for t in range(x.shape[0]):
+        _group_dot(x[t], flat_values, flat_offsets, step_window, step_start, group_start,
+                   n_blocks, bias, y[t], q)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def matvec_windows(x, values, offsets, step_window, step_start, group_start, bias, y):
+    """Batch 1 (or a few examples, one at a time) in the window layout, serial:
+    ``y[t, r] = sum_j values[r, j] * x[t, index[r, j]] + bias[r]``, bit for bit
+    ``matvec_lanes``. Needs AVX-512.
+
+    x : [B, in] or [in] float32; values : [n_units, LANES] float32; offsets : [n_units,
+    LANES] uint8; step_window : [n_steps] int32; step_start, group_start : [n_groups + 1]
+    int64 (``matmul.window_layout``); bias : [n_blocks * LANES] float32 (padded); y :
+    [B, n] or [n] float32 as ``x`` (written). Group by group, each group for every example while its
+    values are in cache. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
+    """
+    rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
+    for q in range(group_start.shape[0] - 1):
+        _group_matvec(rows, values, offsets, step_window, step_start, group_start, bias,
+                      out, q)
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def matvec_windows_parallel(x, values, offsets, step_window, step_start, group_start, bias,
+                            y):
+    """``matvec_windows`` with the groups split across threads (same per-group code)."""
+    rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
+    for q in prange(group_start.shape[0] - 1):
+        _group_matvec(rows, values, offsets, step_window, step_start, group_start, bias,
+                      out, q)
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _add4(yr, x0, x1, x2, x3, v0, v1, v2, v3):
     """``yr[:] = yr + v0 x0 + v1 x1 + v2 x2 + v3 x3`` (one load and store of ``yr``)."""
@@ -272,8 +496,8 @@ def matmat_lanes_parallel(xT, slab_values, slab_index, bias, yT):
 def transpose(x, xT):
     """``xT[:] = x.T`` in 32 x 32 tiles. x : [B, in]; xT : [in, B].
 
-    Reads run along rows of ``x`` (measured ~4x faster than ``np.ascontiguousarray(x.T)``
-    at 256 x 3072, whose 12 KiB-strided reads thrash L1 sets).
+    Reads run along rows of ``x``; ``np.ascontiguousarray(x.T)`` reads with a stride of a
+    whole row, which thrashes L1 sets at widths like 3072.
     """
     n0, n1 = x.shape
     for i0 in range(0, n0, 32):
@@ -327,14 +551,11 @@ def backward_dvalues(dyT, xT, index, dvalues):
 # the rows written by different ``r`` never overlap.
 #
 # The backward allows reassociation (``fastmath={"contract", "reassoc"}``) so that the
-# dot product over the batch (``dvalues``) vectorises: 4.3x faster than the scalar chain at
-# 2048 x 2048, density 0.05, batch 128 (measured when written). The order is then the
-# compiler's, fixed for a given build; results agree with the masked engine to rounding.
+# dot product over the batch (``dvalues``) vectorises. The order is then the compiler's,
+# fixed for a given build; results agree with the masked engine to rounding.
 #
-# Serial only: a ``prange`` twin of ``matmat_rows`` (rows split across 2 threads) took
-# 15.5 ms instead of 2.1 ms at 2048 x 2048, k = 102, batch 128 on this shared 2-core
-# machine (load ~3: the parallel region waits for a descheduled thread), and the
-# backward's scatter into shared inputs does not split by rows.
+# Serial only: a parallel region on a shared machine waits for descheduled threads, and the
+# backward's scatter into shared inputs does not split by rows (bench/README.md).
 
 TRAIN_BACKWARD_FASTMATH = {"contract", "reassoc"}
 
@@ -396,6 +617,34 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
         _row_backward(dyT, xT, values, index, rows, r, dxT, dvalues, need_dx)
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _dense_matvec(params, buf, n, k, wo, bo, io, oo):
+    """``buf[oo + r] = sum_j params[wo + r k + j] buf[io + j] + params[bo + r]``, ``r < n``:
+    a dense layer of ``mlp_matvec_*`` (four partial sums)."""
+    zero = params.dtype.type(0)
+    for r in range(n):
+        w0 = wo + r * k
+        s0 = s1 = s2 = s3 = zero
+        k4 = k - k % 4
+        for j in range(0, k4, 4):
+            s0 += params[w0 + j] * buf[io + j]
+            s1 += params[w0 + j + 1] * buf[io + j + 1]
+            s2 += params[w0 + j + 2] * buf[io + j + 2]
+            s3 += params[w0 + j + 3] * buf[io + j + 3]
+        for j in range(k4, k):
+            s0 += params[w0 + j] * buf[io + j]
+        buf[oo + r] = (s0 + s1) + (s2 + s3) + params[bo + r]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _relu(buf, start, stop):
+    """``buf[start:stop] = max(buf[start:stop], 0)``."""
+    zero = buf.dtype.type(0)
+    for r in range(start, stop):
+        if buf[r] < zero:
+            buf[r] = zero
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def mlp_matvec_lanes(x, params, index, layout, buf):
     """A whole chain of linear layers at batch 1, in one call (``condensed/model.py``).
@@ -403,7 +652,7 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
     x : [n_in] float32, the input; params : float32, every layer's weights and biases
     flattened; index : uint16 or uint32, every condensed layer's ``slab_index`` flattened;
     buf : float32 scratch holding the input (at 0) and every layer's output; layout : int64
-    [n_layers, 10], per layer ``kind`` (0 condensed, 1 dense), ``n`` (outputs), ``k``
+    [n_layers, >= 10], per layer ``kind`` (0 condensed, 1 dense), ``n`` (outputs), ``k``
     (condensed: fan-in; dense: inputs), ``n_blocks`` (condensed: lanes blocks, whose
     ``LANES * n_blocks`` padded outputs the layer's space in ``buf`` and its bias hold),
     the offsets of the slab values / dense weight ``[n, k]`` in ``params``, of the slab
@@ -414,7 +663,6 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
     in four partial sums. Slow twin: ``naive_condensed.forward`` layer by layer, relu
     between (``tests/condensed/test_model.py``).
     """
-    zero = params.dtype.type(0)
     buf[:x.shape[0]] = x
     for li in range(layout.shape[0]):
         kind, n, k, n_blocks = layout[li, 0], layout[li, 1], layout[li, 2], layout[li, 3]
@@ -429,19 +677,38 @@ def mlp_matvec_lanes(x, params, index, layout, buf):
             for b in range(n_blocks):
                 _block_matvec(xin, flat_values, flat_index, bias, y, b, k)
         else:
-            for r in range(n):
-                w0 = vo + r * k
-                s0 = s1 = s2 = s3 = zero
-                k4 = k - k % 4
-                for j in range(0, k4, 4):
-                    s0 += params[w0 + j] * buf[io + j]
-                    s1 += params[w0 + j + 1] * buf[io + j + 1]
-                    s2 += params[w0 + j + 2] * buf[io + j + 2]
-                    s3 += params[w0 + j + 3] * buf[io + j + 3]
-                for j in range(k4, k):
-                    s0 += params[w0 + j] * buf[io + j]
-                buf[oo + r] = (s0 + s1) + (s2 + s3) + params[bo + r]
+            _dense_matvec(params, buf, n, k, vo, bo, io, oo)
         if relu != 0:
-            for r in range(oo, oo + n):
-                if buf[r] < zero:
-                    buf[r] = zero
+            _relu(buf, oo, oo + n)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mlp_matvec_windows(x, params, index, steps, layout, buf):
+    """``mlp_matvec_lanes`` with the condensed layers in the window layout (AVX-512 CPUs),
+    bit for bit the same.
+
+    As ``mlp_matvec_lanes``, except: a condensed layer's values in ``params`` are its value
+    stream (``matmul.window_layout``); ``index`` is uint8 and holds its offset stream (from
+    ``layout[li, 5]``); steps : int32, holds from ``layout[li, 10]`` its ``group_start``
+    and ``step_start`` (``n_groups + 1`` each, ``n_groups = ceil(n_blocks / GROUP)``), then
+    its ``step_window``; ``layout[li, 11]`` is its number of inputs; its bias holds
+    ``LANES * n_blocks`` entries (padded) but only ``n`` outputs are written.
+    """
+    buf[:x.shape[0]] = x
+    for li in range(layout.shape[0]):
+        kind, n, k, n_blocks = layout[li, 0], layout[li, 1], layout[li, 2], layout[li, 3]
+        vo, wo, bo, relu = layout[li, 4], layout[li, 5], layout[li, 6], layout[li, 7]
+        io, oo, so, n_in = layout[li, 8], layout[li, 9], layout[li, 10], layout[li, 11]
+        if kind == 0:
+            n_groups = (n_blocks + GROUP - 1) // GROUP
+            group_start = steps[so:so + n_groups + 1]
+            step_start = steps[so + n_groups + 1:so + 2 * n_groups + 2]
+            step_window = steps[so + 2 * n_groups + 2:]
+            bias = params[bo:bo + n_blocks * LANES]
+            for q in range(n_groups):
+                _group_dot(buf[io:io + n_in], params[vo:], index[wo:], step_window,
+                           step_start, group_start, n_blocks, bias, buf[oo:oo + n], q)
+        else:
+            _dense_matvec(params, buf, n, k, vo, bo, io, oo)
+        if relu != 0:
+            _relu(buf, oo, oo + n)

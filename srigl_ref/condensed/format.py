@@ -9,6 +9,7 @@ columns of the previous layer's ablated neurons (their constant output, e.g.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -42,21 +43,25 @@ class CondensedLinear:
 
     Notes
     -----
-    Internally the layer is also kept in the forward kernels' lanes layout
-    (``matmul.lanes_layout``: rows in blocks of 16, position-major within a block, so 16
-    rows advance in lockstep; rows padded to a multiple of 16) with the indices as the
-    narrowest unsigned type that fits (``matmul.index_dtype``: uint16 when
-    ``in <= 65536``). That copy is what a call reads; it holds the values a second time.
+    Besides its public arrays and the bias padded to ``16 n_blocks`` rows, the layer keeps
+    the forward kernels' layouts, each built on first use and then kept (so a layer only
+    ever called at batch 1 holds just one of them):
+
+    - ``_lanes`` (``matmul.lanes_layout``): rows in blocks of 16, position-major within a
+      block, indices as the narrowest unsigned type that fits (``matmul.index_dtype``);
+      read by batches above ``matmul.SMALL_BATCH`` and, without AVX-512, by batch 1. About
+      1.5x the bytes of ``values``.
+    - ``_windows`` (``matmul.window_layout``): the window-permute layout read at batch 1
+      (and per example up to ``matmul.SMALL_BATCH``) where ``matmul.use_windows`` (an
+      AVX-512 CPU, at least ~2 nonzeros per row and window). Its padding makes it about
+      1.5-3x the bytes of ``values`` (bench/README.md).
     """
     values: np.ndarray       # [n_active, k] float32
     indices: np.ndarray      # [n_active, k] int32, ascending per row
     active_rows: np.ndarray  # [n_active] int64, ascending
     bias: np.ndarray         # [n_active] float32
     shape: tuple
-    # What the kernels read (matmul.lanes_layout), n_blocks = ceil(n_active / 16).
-    _slab_values: np.ndarray = field(init=False, repr=False)  # [n_blocks, k, 16] float32
-    _slab_index: np.ndarray = field(init=False, repr=False)   # [n_blocks, k, 16] uint16/32
-    _bias: np.ndarray = field(init=False, repr=False)         # [16 n_blocks] float32
+    _bias: np.ndarray = field(init=False, repr=False)  # [16 n_blocks] float32, padded
 
     def __post_init__(self):
         shape = check_shape("shape", self.shape)
@@ -74,14 +79,38 @@ class CondensedLinear:
         matmul.check_index_range("indices", self.indices, in_features,
                                  f"in_features == {in_features}")
         matmul.check_index_range("active_rows", self.active_rows, out, f"out == {out}")
-        slab_values, slab_index = matmul.lanes_layout(values, indices, in_features)
         for name, value in (("shape", shape), ("values", _read_only(values)),
                             ("indices", _read_only(indices)),
                             ("active_rows", _read_only(active_rows)),
-                            ("bias", _read_only(bias)), ("_slab_values", slab_values),
-                            ("_slab_index", slab_index),
+                            ("bias", _read_only(bias)),
                             ("_bias", matmul.padded_rows(bias))):
             object.__setattr__(self, name, value)
+
+    @functools.cached_property
+    def _lanes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(slab_values, slab_index)``, ``[n_blocks, k, 16]`` float32 and uint16/uint32
+        (``matmul.lanes_layout``), built on first use."""
+        return matmul.lanes_layout(self.values, self.indices, self.in_features)
+
+    @property
+    def _slab_values(self) -> np.ndarray:
+        """``_lanes[0]``, ``[n_blocks, k, 16]`` float32."""
+        return self._lanes[0]
+
+    @property
+    def _slab_index(self) -> np.ndarray:
+        """``_lanes[1]``, ``[n_blocks, k, 16]`` uint16/uint32."""
+        return self._lanes[1]
+
+    @functools.cached_property
+    def _windows_pay_off(self) -> bool:
+        """``matmul.windows_pay_off(k, in_features)``, computed once."""
+        return matmul.windows_pay_off(self.k, self.in_features)
+
+    @functools.cached_property
+    def _windows(self) -> matmul.WindowLayout:
+        """The window-permute layout (``matmul.window_layout``), built on first use."""
+        return matmul.window_layout(self.values, self.indices, self.in_features)
 
     @property
     def out_features(self) -> int:
@@ -105,7 +134,7 @@ class CondensedLinear:
 
     def __repr__(self) -> str:
         return (f"CondensedLinear(shape={self.shape}, k={self.k}, n_active={self.n_active}, "
-                f"index_dtype={self._slab_index.dtype})")
+                f"index_dtype={matmul.index_dtype(self.in_features)})")
 
     def check(self) -> None:
         """The full checks: sorted, distinct indices and rows; finite values and bias.
@@ -136,7 +165,7 @@ class CondensedLinear:
         weight[self.active_rows[:, None], self.indices] = self.values
         return weight.reshape(self.shape)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Forward: ``y[b, r] = sum_j values[r, j] * x[b, indices[r, j]] + bias[r]``.
 
         Parameters
@@ -147,14 +176,49 @@ class CondensedLinear:
             another ``CondensedLinear``) is read without a copy. Not checked for NaN/inf:
             they propagate to the outputs whose rows read them.
 
+        out : ndarray of shape (B, n_active) or (n_active,), float32, C-contiguous, optional
+            Where to write ``y`` at batch ``B <= matmul.SMALL_BATCH`` (8): saves the
+            allocation of a repeated batch-1 call. Checked.
+
         Returns
         -------
         y : ndarray of shape (B, n_active) or (n_active,), float32
-            F-contiguous when ``B > matmul.SMALL_BATCH`` (8), else C-ordered rows.
+            ``out`` when given. F-contiguous when ``B > matmul.SMALL_BATCH``, else
+            C-ordered rows.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``x`` or ``out`` of the wrong type, dtype or shape (``out`` with a batch above
+            ``matmul.SMALL_BATCH``).
         """
         x = matmul.check_activations("x", x, self.in_features).astype(np.float32, copy=False)
-        return matmul.forward(x, self._slab_values, self._slab_index, self._bias,
-                              self.n_active)
+        small = x.ndim == 1 or x.shape[0] <= matmul.SMALL_BATCH
+        if out is not None:
+            _check_out(out, x.shape[:-1] + (self.n_active,), small)
+        if small and matmul.WINDOW_KERNEL and self._windows_pay_off:
+            return matmul.forward_windows(x, self._windows, self._bias, self.n_active,
+                                          self.k, out)
+        y = matmul.forward(x, self._slab_values, self._slab_index, self._bias,
+                           self.n_active)
+        if out is None:
+            return y
+        out[...] = y
+        return out
+
+
+def _check_out(out, shape, small) -> None:
+    """Raise unless ``out`` is a C-contiguous float32 array of ``shape`` at a small batch."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    flags = out.flags
+    if out.dtype != np.float32 or not (flags.c_contiguous and flags.writeable):
+        raise TypeError(f"out must be a writeable C-contiguous float32 array, got dtype "
+                        f"{out.dtype}, C-contiguous {flags.c_contiguous}, writeable "
+                        f"{flags.writeable}")
+    if out.shape != shape or not small:
+        raise ValueError(f"out.shape == {out.shape}, must be {shape} with a batch of at "
+                         f"most matmul.SMALL_BATCH == {matmul.SMALL_BATCH}")
 
 
 def _checked_copy(name, a, dtype, ndim, *, like=None, length=None) -> np.ndarray:

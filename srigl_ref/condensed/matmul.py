@@ -17,23 +17,59 @@ Unlike a masked dense product, a NaN in an input column that no row reads stays 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
+from llvmlite import binding as llvm
 
 from . import _kernels
-from ._kernels import LANES
+from ._kernels import GROUP, LANES, PAD_OFFSET, WINDOW
 
-# Below this many multiply-adds (nonzeros x batch) one thread is faster. Measured with
-# `bench/condensed_matmul.py --threshold` on 2 idle cores (Zen 4): 2 threads win from ~2e4
-# and by >= 1.25x from ~6e4 (bench/README.md, "## condensed_matmul"). When other processes
-# keep the cores busy, a parallel region can wait milliseconds for its second thread: run
-# with NUMBA_NUM_THREADS=1 (or numba.set_num_threads(1)) on a shared machine.
+# Below this many multiply-adds (nonzeros x batch) one thread is faster: a parallel region
+# costs more than it saves (`bench/condensed_matmul.py --threshold`; bench/README.md,
+# "## condensed_matmul"). When other processes keep the cores busy, a parallel region can
+# wait milliseconds for its second thread: run with NUMBA_NUM_THREADS=1 (or
+# numba.set_num_threads(1)) on a shared machine.
 PARALLEL_MIN_WORK = 1 << 16
 
 # Up to this many examples the batch-1 kernel, once per example, beats the feature-major
-# one: 1.1-3x at B = 2..8, 0.6-0.9x from B = 12 (3072->768 at s = 0.5/0.9, 784->300 at
-# s = 0.9, 768->3072 at s = 0.99; 1 thread, Zen 4). Bench: bench/README.md.
+# one, whose per-nonzero loop overhead a batch of 2-8 floats does not amortise
+# (`bench/condensed_matmul.py --small-batch`; bench/README.md).
 SMALL_BATCH = 8
+
+
+def _window_kernel_runs() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512 (AVX512F and AVX512VL), which the
+    window-permute kernel needs (``vpermi2ps``): the host CPU, unless ``NUMBA_CPU_NAME``
+    or ``NUMBA_CPU_FEATURES`` point Numba at another target."""
+    if numba.config.CPU_NAME not in (None, "host") or numba.config.CPU_FEATURES:
+        return False
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512f") and features.get("avx512vl"))
+
+
+# The batch-1 kernel (and per-example small batches) of float32 layers: the window-permute
+# kernel where the CPU has AVX-512 (and the layer is dense enough, ``use_windows``), else
+# the lanes kernel. Both give the same bits. Set to False to run the lanes kernel always.
+WINDOW_KERNEL = _window_kernel_runs()
+
+# The window kernel needs a row to have about this many nonzeros per window on average:
+# below, its per-window work and padding cost more than the lanes kernel's per-nonzero
+# gathers (bench/README.md, "### Window-permute kernel", *Density*).
+WINDOW_MIN_NONZEROS = 2
+
+
+def windows_pay_off(k: int, in_features: int) -> bool:
+    """Whether a layer of fan-in ``k`` over ``in_features`` inputs is dense enough for the
+    window kernel: ``k WINDOW >= WINDOW_MIN_NONZEROS in``."""
+    return k * WINDOW >= WINDOW_MIN_NONZEROS * in_features
+
+
+def use_windows(k: int, in_features: int) -> bool:
+    """Whether such a layer runs the window kernel at small batches: ``WINDOW_KERNEL``
+    (read at every call, so setting it takes effect at once) and ``windows_pay_off``."""
+    return WINDOW_KERNEL and windows_pay_off(k, in_features)
 
 
 def index_dtype(in_features: int) -> np.dtype:
@@ -83,6 +119,94 @@ def lanes_layout(values: np.ndarray, indices: np.ndarray,
     return tuple(np.ascontiguousarray(padded_rows(a).reshape(n_blocks, LANES, k)
                                       .transpose(0, 2, 1))
                  for a in (values, indices.astype(index_dtype(in_features), copy=False)))
+
+
+class WindowLayout(NamedTuple):
+    """The window-permute layout of a condensed layer (``window_layout``); float32.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_units, LANES), float32
+    offsets : ndarray of shape (n_units, LANES), uint8
+        Each unit is one step of one block of ``LANES`` rows: a row's value and its input's
+        offset in the step's window (``PAD_OFFSET``, a zero slot, for padding).
+    step_window : ndarray of shape (n_steps,), int32
+        The window of each step, group by group, ascending within a group; a group of
+        ``GROUP`` blocks takes as many steps in a window as its fullest row has nonzeros
+        there, each step one unit per block.
+    step_start : ndarray of shape (n_groups + 1,), int64
+        The first step of each group (and the total).
+    group_start : ndarray of shape (n_groups + 1,), int64
+        The first unit of each group (and the total).
+    """
+    values: np.ndarray
+    offsets: np.ndarray
+    step_window: np.ndarray
+    step_start: np.ndarray
+    group_start: np.ndarray
+
+
+def window_layout(values: np.ndarray, indices: np.ndarray, in_features: int) -> WindowLayout:
+    """The batch-1 kernel's layout on AVX-512 CPUs (``_kernels.matvec_windows``).
+
+    The inputs are cut into windows of ``WINDOW`` (31) and the rows into blocks of
+    ``LANES`` (16), ``GROUP`` (4) blocks a group (fewer in the last). In each window a
+    group takes as many steps as its fullest row has nonzeros there; step ``t`` of block
+    ``b`` holds, for each row, its ``t``-th nonzero in the window, or value 0 at the zero
+    slot. Units run group by group, window by window, step by step, block by block, so a
+    row meets its nonzeros in order ``j = 0 .. k-1``: the sums are bit for bit the lanes
+    kernel's (adding ``0 * 0`` to a sum that starts at +0.0 changes nothing), and a NaN or
+    inf input reaches exactly the rows that read it.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n, k), float32
+    indices : ndarray of shape (n, k), integer, each in ``[0, in_features)``
+        Ascending per row for the bit-for-bit guarantee (otherwise a row's nonzeros are
+        summed window by window, in order ``j`` within a window).
+    in_features : int
+
+    Returns
+    -------
+    WindowLayout
+    """
+    n, k = values.shape
+    n_blocks = -(-n // LANES)
+    n_groups = -(-n_blocks // GROUP)
+    n_windows = -(-in_features // WINDOW)
+    rows = np.arange(n)[:, None]                                     # [n, 1]
+    window = indices // WINDOW                                       # [n, k]
+    counts = np.zeros((n_groups * GROUP * LANES, n_windows), dtype=np.int64)
+    np.add.at(counts, (np.broadcast_to(rows, window.shape), window), 1)
+    steps = counts.reshape(n_groups, GROUP * LANES, n_windows).max(axis=1)  # [groups, win]
+    group_blocks = np.minimum(GROUP, n_blocks - GROUP * np.arange(n_groups))  # [n_groups]
+    units = (steps * group_blocks[:, None]).ravel()                  # per (group, window)
+    first_unit = np.concatenate(([0], np.cumsum(units)))             # [groups * win + 1]
+    # step of each nonzero: its rank among its row's nonzeros in the same window, in
+    # order j (a stable sort by window is the identity when the indices ascend)
+    order = np.argsort(window, axis=1, kind="stable")                # [n, k]
+    by_window = np.take_along_axis(window, order, axis=1)
+    j = np.broadcast_to(np.arange(k), window.shape)
+    is_first = np.ones(window.shape, dtype=bool)
+    is_first[:, 1:] = by_window[:, 1:] != by_window[:, :-1]
+    step = np.empty(window.shape, dtype=np.int64)                    # [n, k]
+    np.put_along_axis(step, order, j - np.maximum.accumulate(np.where(is_first, j, 0),
+                                                             axis=1), axis=1)
+    block, lane = rows // LANES, rows % LANES
+    group = block // GROUP
+    unit = (first_unit[group * n_windows + window] + step * group_blocks[group]
+            + block % GROUP)                                         # [n, k]
+    n_units = int(first_unit[-1])
+    out_values = np.zeros((n_units, LANES), dtype=np.float32)
+    out_offsets = np.full((n_units, LANES), PAD_OFFSET, dtype=np.uint8)
+    lanes = np.broadcast_to(lane, window.shape)
+    out_values[unit, lanes] = values
+    out_offsets[unit, lanes] = indices % WINDOW
+    step_window = np.repeat(np.tile(np.arange(n_windows, dtype=np.int32), n_groups),
+                            steps.ravel())                           # [n_steps]
+    step_start = np.concatenate(([0], np.cumsum(steps.sum(axis=1))))
+    return WindowLayout(out_values, out_offsets, step_window, step_start.astype(np.int64),
+                        first_unit[::n_windows].astype(np.int64))
 
 
 def padded_rows(a: np.ndarray) -> np.ndarray:
@@ -150,6 +274,36 @@ def forward(x: np.ndarray, slab_values: np.ndarray, slab_index: np.ndarray,
     kernel = _kernels.matmat_lanes_parallel if parallel else _kernels.matmat_lanes
     kernel(xT, slab_values, slab_index, bias, yT)
     return yT.T
+
+
+def forward_windows(x: np.ndarray, windows: WindowLayout, bias: np.ndarray, n: int, k: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """Trusted batch-1 forward in the window layout (AVX-512 CPUs only; no checks here):
+    ``y = x @ W.T + bias``, bit for bit ``forward``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (B, in) or (in,), float32, ``B <= SMALL_BATCH``
+    windows : WindowLayout
+        From ``window_layout``.
+    bias : ndarray of shape (LANES * n_blocks,), float32 (``padded_rows``)
+    n, k : int
+        Rows and fan-in of the layer (``n k`` nonzeros decide serial or parallel).
+    out : ndarray of shape (B, n) or (n,) as ``x``, float32, C-contiguous, optional
+        Written and returned; a new array when omitted.
+
+    Returns
+    -------
+    y : ndarray of shape (B, n) or (n,), float32, C-contiguous
+    """
+    x = np.ascontiguousarray(x)                                      # [B, in] or [in]
+    if out is None:
+        out = np.empty(x.shape[:-1] + (n,), dtype=np.float32)
+    parallel = (n * k * (x.shape[0] if x.ndim == 2 else 1) >= PARALLEL_MIN_WORK
+                and numba.config.NUMBA_NUM_THREADS > 1 and numba.get_num_threads() > 1)
+    kernel = _kernels.matvec_windows_parallel if parallel else _kernels.matvec_windows
+    kernel(x, *windows, bias, out)
+    return out
 
 
 def feature_major(x: np.ndarray) -> np.ndarray:

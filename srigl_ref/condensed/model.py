@@ -244,39 +244,56 @@ class _FlattenOp:
 
 class _MlpPlan:
     """Batch-1 fast path of a model made of linear ops only (after an optional flatten):
-    every layer in one ``_kernels.mlp_matvec_lanes`` call (no per-layer Python, no
-    per-layer allocation). ``None`` from ``build`` when the ops do not qualify (a conv or
-    pool, or condensed layers with index dtypes that differ)."""
+    every layer in one ``_kernels.mlp_matvec_windows`` call (when ``matmul.use_windows``
+    holds for every condensed layer) or ``_kernels.mlp_matvec_lanes`` call (no per-layer
+    Python, no per-layer allocation). ``None`` from ``build`` when the ops do not qualify (a conv or
+    pool, or lanes layouts with index dtypes that differ)."""
 
-    def __init__(self, params, index, layout, n_buf, out_offset, n_out):
+    def __init__(self, params, index, layout, n_buf, out_offset, n_out, steps=None):
         self.params, self.index, self.layout = params, index, layout
         self.n_buf, self.out_offset, self.n_out = n_buf, out_offset, n_out
+        self.steps = steps                                           # window plan only
 
     @classmethod
     def build(cls, ops, n_in):
         lin = [op for op in ops if not isinstance(op, _FlattenOp)]
-        index_dtypes = {op.layer._slab_index.dtype for op in lin
-                        if isinstance(op, _LinearOp) and not op.dense}
+        windows = matmul.WINDOW_KERNEL and all(
+            op.dense or matmul.use_windows(op.layer.k, op.layer.in_features)
+            for op in lin if isinstance(op, _LinearOp))
+        index_dtypes = {np.dtype(np.uint8) if windows else op.layer._slab_index.dtype
+                        for op in lin if isinstance(op, _LinearOp) and not op.dense}
         if (not lin or not all(isinstance(op, _LinearOp) and op.conv is None for op in lin)
                 or any(isinstance(op, _FlattenOp) for op in ops[1:])
                 or len(index_dtypes) > 1):
             return None
         index_dtype = index_dtypes.pop() if index_dtypes else np.dtype(np.uint16)
-        params, index, layout = [], [], []
-        n_params = n_index = 0
+        params, index, layout, steps = [], [], [], []
+        n_params = n_index = n_steps = 0
         io, oo = 0, n_in                                             # offsets in buf
         for op in lin:
+            windows_at = [0, 0]                                      # steps offset, in
             if op.dense:
                 w, b = op._w, op.bias                                # [n, k], [n]
                 n, k = w.shape
                 n_blocks, idx, n_space = 0, np.zeros(0, index_dtype), n
+            elif windows:
+                lay = op.layer
+                win = matmul.window_layout(lay.values, lay.indices, lay.in_features)
+                b = lay._bias
+                n, k, n_blocks = lay.n_active, lay.k, b.size // _kernels.LANES
+                w, n_space = win.values, n
+                idx = win.offsets.ravel()
+                steps.append(np.concatenate([win.group_start, win.step_start,
+                                             win.step_window]))
+                windows_at = [n_steps, lay.in_features]
+                n_steps += steps[-1].size
             else:
                 lay = op.layer
                 w, b = lay._slab_values, lay._bias                   # [n_blocks, k, 16]
                 n_blocks, k = w.shape[:2]
                 n, idx, n_space = lay.n_active, lay._slab_index.ravel(), b.size
             layout.append([int(op.dense), n, k, n_blocks, n_params, n_index,
-                           n_params + w.size, int(op.relu), io, oo])
+                           n_params + w.size, int(op.relu), io, oo, *windows_at])
             params += [w.ravel(), b]
             index.append(idx)
             n_params += w.size + b.size
@@ -285,12 +302,18 @@ class _MlpPlan:
         n_out = layout[-1][1]
         return cls(np.concatenate(params).astype(np.float32),
                    np.concatenate(index).astype(index_dtype),
-                   np.array(layout, dtype=np.int64), oo, io, n_out)
+                   np.array(layout, dtype=np.int64), oo, io, n_out,
+                   np.concatenate([np.zeros(0, np.int32)] + steps).astype(np.int32)
+                   if windows else None)
 
     def __call__(self, x):
         """x : [n_in] float32, C-contiguous -> logits [n_out] float32 (a new array)."""
         buf = np.empty(self.n_buf, np.float32)
-        _kernels.mlp_matvec_lanes(x, self.params, self.index, self.layout, buf)
+        if self.steps is None:
+            _kernels.mlp_matvec_lanes(x, self.params, self.index, self.layout, buf)
+        else:
+            _kernels.mlp_matvec_windows(x, self.params, self.index, self.steps, self.layout,
+                                        buf)
         return buf[self.out_offset:self.out_offset + self.n_out]
 
 

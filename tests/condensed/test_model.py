@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from srigl_ref import checkpoint, cli
 from srigl_ref.condensed import (CondensedModel, condense_model, from_checkpoint,
-                                 load_condensed, model_from_checkpoint)
+                                 load_condensed, matmul, model_from_checkpoint)
+from srigl_ref.condensed.model import _MlpPlan
 from srigl_ref.nn.models import Model, build_model, sparse_init
 from srigl_ref.train import TrainConfig, Trainer
 
@@ -349,3 +350,23 @@ def test_from_checkpoint_uses_the_stored_architecture(tmp_path):
     with pytest.raises(ValueError, match=r"stores no architecture .*: pass input_shape"):
         model_from_checkpoint(ckpt)
     assert model_from_checkpoint(ckpt, (1, 28, 28)).params.keys() == model.params.keys()
+
+
+@pytest.mark.skipif(not matmul.WINDOW_KERNEL, reason="Numba's target CPU lacks AVX-512 "
+                    "(AVX512F/VL): the window kernel cannot run")
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), ablate=st.sampled_from([0.0, 0.3]),
+       dense_last=st.booleans())
+def test_whole_mlp_window_kernel_bit_for_bit_lanes_kernel(seed, ablate, dense_last):
+    """``mlp_matvec_windows`` (AVX-512) and ``mlp_matvec_lanes`` give the same bits."""
+    model, masks, rng = masked_model("mlp", seed, ablate=ablate, dense_last=dense_last)
+    cmodel = condense_model(model, masks)
+    ops = cmodel.ops
+    x = inputs(model, rng, 1)[0].reshape(-1).astype(np.float32)
+    windows = _MlpPlan.build(ops, x.size)
+    assert windows.steps is not None and cmodel._mlp.steps is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matmul, "WINDOW_KERNEL", False)
+        lanes = _MlpPlan.build(ops, x.size)
+    assert lanes.steps is None
+    assert np.array_equal(windows(x).view(np.uint32), lanes(x).view(np.uint32))
