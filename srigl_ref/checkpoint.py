@@ -10,6 +10,8 @@ read back with validation.
 - ``momentum/<name>``: the SGD momentum buffer of every parameter;
 - ``ever_active/<name>``: bool, positions active at any time so far (for the ITOP rate);
 - ``dense_grad/<name>``: dense gradients accumulated towards the next update (usually none);
+- ``initial_mask/<name>``: the bool mask of every sparse weight at initialisation (for
+  ``srigl-ref plot``; absent in files written before it was recorded);
 - ``meta``: a 0-d string holding JSON: ``format_version``, ``config`` (the full run
   configuration), ``step``, ``epoch`` (epochs completed), ``rng_state`` (the bit
   generator's state), ``sparse_names``, ``sparsities`` and ``architecture``: the arguments
@@ -36,7 +38,7 @@ import numpy as np
 from ._validate import read_npz
 
 FORMAT_VERSION = 1
-_GROUPS = ("param", "mask", "momentum", "ever_active", "dense_grad")
+_GROUPS = ("param", "mask", "momentum", "ever_active", "dense_grad", "initial_mask")
 SUMMARY_KEYS = ("test_accuracy", "density", "target_density", "method", "seconds",
                 "itop_rate", "layers")
 SUMMARY_STATUSES = ("ok", "at_chance", "diverged")
@@ -62,6 +64,22 @@ def atomic_write(path, write) -> None:
         raise
 
 
+def run_file(path, name: str) -> Path:
+    """``path`` itself when it is a file, else ``path / name`` (a run folder).
+
+    Raises
+    ------
+    ValueError
+        When neither exists, naming both.
+    """
+    path = Path(path)
+    target = path / name if path.is_dir() else path
+    if not target.is_file():
+        where = f"{path} has no {name}" if path.is_dir() else f"{path} does not exist"
+        raise ValueError(f"{where} (expected a run folder holding {name}, or the file)")
+    return target
+
+
 @dataclass
 class Checkpoint:
     """The content of ``model.npz`` (see the module docstring)."""
@@ -71,6 +89,7 @@ class Checkpoint:
     ever_active: dict[str, np.ndarray]
     meta: dict
     dense_grad: dict[str, np.ndarray] = field(default_factory=dict)
+    initial_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def config(self) -> dict:
@@ -89,7 +108,7 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
 
 
 def _attr(group: str) -> str:
-    return {"param": "params", "mask": "masks"}.get(group, group)
+    return {"param": "params", "mask": "masks", "initial_mask": "initial_masks"}.get(group, group)
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -119,7 +138,7 @@ def load_checkpoint(path) -> Checkpoint:
             raise ValueError(f"{path}: unexpected entry {key!r}")
         groups[group][name] = a
     ckpt = Checkpoint(groups["param"], groups["mask"], groups["momentum"],
-                      groups["ever_active"], meta, groups["dense_grad"])
+                      groups["ever_active"], meta, groups["dense_grad"], groups["initial_mask"])
     _check_consistent(path, ckpt)
     return ckpt
 
@@ -131,8 +150,11 @@ def _check_consistent(path, ckpt: Checkpoint) -> None:
     for name in ckpt.meta["sparse_names"]:
         if name not in ckpt.params:
             raise ValueError(f"{path}: sparse weight {name!r} has no param/{name}")
-        for group, d in (("mask", ckpt.masks), ("ever_active", ckpt.ever_active)):
+        for group, d in (("mask", ckpt.masks), ("ever_active", ckpt.ever_active),
+                         ("initial_mask", ckpt.initial_masks)):
             if name not in d:
+                if group == "initial_mask":
+                    continue
                 raise ValueError(f"{path}: sparse weight {name!r} has no {group}/{name}")
             if d[name].dtype != np.bool_ or d[name].shape != ckpt.params[name].shape:
                 raise ValueError(f"{path}: {group}/{name} has dtype {d[name].dtype} and shape "

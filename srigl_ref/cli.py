@@ -19,9 +19,20 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="srigl-ref", description="SRigL reference implementation "
-                     "(constant fan-in dynamic sparse training with neuron ablation).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+                     "(constant fan-in dynamic sparse training with neuron ablation).",
+                     epilog="Documentation in the source repository: docs/algorithm.md (the "
+                     "algorithm, step by step), docs/api.md (the Python API, the commands "
+                     "and their files), docs/interchange.md (case files).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND")
     _add_train(sub)
+    p = sub.add_parser("plot", help="draw a finished run: learning curves, topology updates, "
+                       "fan-in, ITOP, first-layer masks (PNGs in RUN_DIR/plots/)",
+                       description="Writes PNG figures of a run into RUN_DIR/plots/ (needs "
+                       "matplotlib: pip install 'srigl-ref[plot]').")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by srigl-ref train")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
+    p.set_defaults(run=_plot)
     demo = sub.add_parser("demo", help="one SRigL update of a random layer, explained")
     demo.add_argument("--out-features", type=int, default=64)
     demo.add_argument("--in-features", type=int, default=256)
@@ -137,6 +148,12 @@ def _print_summary(summary: dict, out) -> None:
     print(f"  files in {out}/: summary.json, metrics.jsonl, model.npz")
 
 
+def _plot(args) -> None:
+    from .plot import plot_run
+    for path in plot_run(args.run_dir, args.out):
+        print(f"wrote {path}")
+
+
 def _demo(args) -> None:
     from . import dst
     rng = np.random.default_rng(args.seed)
@@ -199,8 +216,8 @@ def _add_interchange(sub) -> None:
                    help="generate tied magnitudes (then the tie-break matters)")
     p.set_defaults(run=_xcheck)
     p = sub.add_parser("inspect", help="per-layer density, constant fan-in and ablated "
-                       "neurons of model.npz, a torch.save file or .safetensors")
-    p.add_argument("file", metavar="FILE")
+                       "neurons of a run (model.npz), a torch.save file or .safetensors")
+    p.add_argument("file", metavar="FILE", help="a file, or a run folder (its model.npz)")
     p.set_defaults(run=_inspect)
     p = sub.add_parser("export", help="write a trained model for PyTorch users")
     p.add_argument("dir", metavar="DIR", help="a run folder holding model.npz (or the file)")
@@ -267,9 +284,11 @@ def _xcheck(args) -> int:
 
 
 def _inspect(args) -> None:
+    from .checkpoint import run_file
     from .interchange.inspect import format_reports, inspect_file
-    fmt, reports = inspect_file(args.file)
-    print(format_reports(args.file, fmt, reports))
+    path = run_file(args.file, "model.npz")
+    fmt, reports = inspect_file(path)
+    print(format_reports(path, fmt, reports))
 
 
 def _export(args) -> None:
