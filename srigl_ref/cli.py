@@ -33,12 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by srigl-ref train")
     p.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
     p.set_defaults(run=_plot)
-    demo = sub.add_parser("demo", help="one SRigL update of a random layer, explained")
-    demo.add_argument("--out-features", type=int, default=64)
-    demo.add_argument("--in-features", type=int, default=256)
-    demo.add_argument("--sparsity", type=float, default=0.9)
-    demo.add_argument("--drop-fraction", type=float, default=0.3)
-    demo.add_argument("--gamma-sal", type=float, default=0.3)
+    demo = sub.add_parser("demo", help="one SRigL update of a small random layer, stage by "
+                          "stage, masks drawn as text",
+                          description="Walks through one SRigL update (docs/algorithm.md "
+                          "§6): counts, salient positions, ablation, k, keep set with the "
+                          "cap, per-row regrowth; every stage is a step function of "
+                          "srigl_ref.dst.reference.")
+    demo.add_argument("--shape", default="8x16", help="OUTxIN, at most 64x96 (default "
+                      "%(default)s)")
+    demo.add_argument("--sparsity", type=float, default=0.75, help="default %(default)s")
+    demo.add_argument("--drop-fraction", type=float, default=0.3, help="default %(default)s")
+    demo.add_argument("--gamma-sal", type=float, default=0.3, help="default %(default)s")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
     _add_interchange(sub)
@@ -155,25 +160,8 @@ def _plot(args) -> None:
 
 
 def _demo(args) -> None:
-    from . import dst
-    rng = np.random.default_rng(args.seed)
-    shape = (args.out_features, args.in_features)
-    k = dst.constant_fan_in(shape, args.sparsity)
-    mask = dst.random_fan_in_mask(shape, k, rng)
-    # weights with a few nearly dead neurons, so that ablation has something to do
-    scale = np.where(rng.random((shape[0], 1)) < 0.2, 1e-3, 1.0)
-    weight = (rng.standard_normal(shape) * scale * mask).astype(np.float32)
-    grad = (rng.standard_normal(shape) * scale).astype(np.float32)
-    u = dst.srigl_update(weight, mask, grad, sparsity=args.sparsity,
-                         drop_fraction=args.drop_fraction, gamma_sal=args.gamma_sal)
-    print(f"layer {shape}, sparsity {args.sparsity}: budget B = "
-          f"{dst.fan_in_budget(shape, args.sparsity)}, fan-in k = {k} before the update")
-    print(f"SRigL update (drop fraction {args.drop_fraction}, gamma_sal {args.gamma_sal}): "
-          f"{u.n_pruned} pruned, {u.n_grown} grown, {u.ablated.size} neurons ablated "
-          f"(salient threshold {u.threshold}) -> fan-in k = {u.fan_in}")
-    print(f"ablated neurons: {u.ablated.tolist()}")
-    print(f"constant fan-in check: k = {dst.check_constant_fan_in(u.mask)}, "
-          f"active = {int(u.mask.sum())} <= B")
+    from .demo import demo
+    print(demo(args.shape, args.sparsity, args.drop_fraction, args.gamma_sal, args.seed))
 
 
 def _add_interchange(sub) -> None:
@@ -306,7 +294,7 @@ def _add_condense(sub) -> None:
                        description="Reads DIR/model.npz, writes DIR/condensed.npz. Exit code "
                        "0: predictions agree; 1: some differ (the count is printed); 2: bad "
                        "input.")
-    p.add_argument("dir", metavar="DIR", help="a run folder holding model.npz")
+    p.add_argument("dir", metavar="DIR", help="a run folder holding model.npz (or the file)")
     p.add_argument("--n-check", type=int, default=None, metavar="N",
                    help="check predictions on the first N test examples (default: all)")
     p.add_argument("--conv", choices=CONV_STRATEGIES, default=DEFAULT_CONV,
@@ -322,12 +310,11 @@ def _condense(args) -> int:
     from ._validate import check_int
     from .condensed import condense_model, load_condensed, model_from_checkpoint
     from .train import TrainConfig, run_dataset
-    run_dir = Path(args.dir)
     if args.n_check is not None:
         check_int("--n-check", args.n_check, low=1)
-    if not run_dir.is_dir():
-        raise ValueError(f"DIR == '{run_dir}' is not a folder (a run folder holding model.npz)")
-    ckpt = checkpoint.load_checkpoint(run_dir / "model.npz")
+    model_file = checkpoint.run_file(args.dir, "model.npz")         # a run folder or its file
+    run_dir = model_file.parent
+    ckpt = checkpoint.load_checkpoint(model_file)
     config = TrainConfig.from_dict(ckpt.config)
     dataset = run_dataset(config, progress=sys.stderr)               # the run's test set
     model = model_from_checkpoint(ckpt, dataset.input_shape)

@@ -66,6 +66,7 @@ class RunState:
     epoch: int = 0
     masks: dict = field(default_factory=dict)         # name -> bool mask (sparse layers)
     ever_active: dict = field(default_factory=dict)   # name -> bool, for the ITOP rate
+    initial_masks: dict = field(default_factory=dict)  # name -> bool mask at initialisation
     dense_grad: dict = field(default_factory=dict)    # name -> accumulated dense gradient
     n_dense_grad: int = 0
 
@@ -125,6 +126,7 @@ class Trainer:
             self.state.masks = sparse_init(self.model, self.sparsities, self.rng, config.init,
                                            structure=self.structure)
         self.state.ever_active = {n: m.copy() for n, m in self._all_masks().items()}
+        self.state.initial_masks = {n: m.copy() for n, m in self._all_masks().items()}
         self.optimizer = SGD(self.model.params, config.lr, momentum=config.momentum,
                              nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.dense_grad_records = 0      # how many steps recorded a dense gradient
@@ -368,7 +370,7 @@ class Trainer:
         ckpt = checkpoint.Checkpoint(
             params=self.model.state_dict(), masks=self._all_masks(),
             momentum=dict(self.optimizer.momentum_buffers), ever_active=st.ever_active,
-            meta=meta, dense_grad=st.dense_grad)
+            meta=meta, dense_grad=st.dense_grad, initial_masks=st.initial_masks)
         checkpoint.save_checkpoint(self.out_dir / "model.npz", ckpt)
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -384,6 +386,8 @@ class Trainer:
                                            for n in self.model.params}
         st.masks = {n: ckpt.masks[n].copy() for n in st.masks}
         st.ever_active = {n: ckpt.ever_active[n].copy() for n in self.model.sparse_names}
+        st.initial_masks = {n: ckpt.initial_masks.get(n, m).copy()
+                            for n, m in st.initial_masks.items()}
         st.dense_grad = {n: ckpt.dense_grad[n].copy() for n in ckpt.meta["dense_grad_names"]}
         st.n_dense_grad = ckpt.meta["n_dense_grad"]
         st.step, st.epoch = ckpt.meta["step"], ckpt.meta["epoch"]

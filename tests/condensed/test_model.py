@@ -278,6 +278,7 @@ def test_cli_condense_tiny_run(tiny_run, capsys):
         assert text in out
     assert (tiny_run / "condensed.npz").is_file()
     load_condensed(tiny_run / "condensed.npz")
+    assert cli.main(["condense", str(tiny_run / "model.npz"), "--n-check", "10"]) == 0
 
 
 def test_cli_condense_disagreement_exits_1(tiny_run, capsys, monkeypatch):
@@ -288,8 +289,8 @@ def test_cli_condense_disagreement_exits_1(tiny_run, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda p: p / "missing", r"missing' is not a folder"),
-    (lambda p: p, r"model\.npz: no such checkpoint file"),
+    (lambda p: p / "missing", r"missing does not exist \(expected a run folder"),
+    (lambda p: p, r"has no model\.npz \(expected a run folder holding model\.npz"),
 ])
 def test_cli_condense_bad_dir_exits_2(tmp_path, capsys, make, match):
     assert cli.main(["condense", str(make(tmp_path))]) == 2

@@ -106,5 +106,9 @@ def test_inspect_and_export_exit_0(capsys, model_npz):
     assert "fc1.weight" in capsys.readouterr().out
 
 
-def test_demo_still_returns_0(capsys):
-    assert main(["demo", "--out-features", "8", "--in-features", "16"]) == 0
+def test_inspect_accepts_a_run_folder(capsys, model_npz):
+    assert main(["inspect", str(model_npz.parent)]) == 0
+    assert capsys.readouterr().out.startswith(f"{model_npz}: srigl-ref model.npz")
+    assert main(["inspect", str(model_npz.parent / "missing")]) == 2
+    assert "does not exist (expected a run folder holding model.npz" in \
+        capsys.readouterr().err
