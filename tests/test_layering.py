@@ -120,9 +120,9 @@ def test_experiments_import_no_tests(path):
 
 @pytest.mark.parametrize("path", sorted((PKG.parent / "bench").glob("*.py")),
                          ids=lambda p: str(p.relative_to(PKG.parent)))
-def test_benchmarks_import_no_experiments(path):
+def test_benchmarks_import_no_experiments_and_no_tests(path):
     for name in imports(path):
-        assert name.split(".")[0] != "experiments", f"{path} imports {name}"
+        assert name.split(".")[0] not in ("experiments", "tests"), f"{path} imports {name}"
 
 
 def test_the_dask_worker_task_imports_only_the_standard_library():
