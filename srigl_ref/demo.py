@@ -84,17 +84,21 @@ def explain_update(weight, mask, grad, *, sparsity: float, drop_fraction: float,
     salient = (reference.top_n(ws, counts.n_keep)
                | reference.top_n(gs, counts.n_prune))                      # [out, in] bool
     per_row = salient.sum(axis=1)                                          # [out] int64
-    threshold0 = reference.salient_threshold(gamma_sal, budget, counts.n_ones, (out, fan))
     min_neurons = min(budget // fan, out - 1)
-    ablated, threshold = reference.ablate_neurons(per_row, threshold0, min_neurons)
+    if gamma_sal > 0:
+        threshold0 = reference.salient_threshold(gamma_sal, budget, counts.n_ones, (out, fan))
+        ablated, threshold = reference.ablate_neurons(per_row, threshold0, min_neurons)
+    else:                                                  # gamma_sal == 0: ablation is off
+        threshold0 = threshold = 0
+        ablated = np.zeros(0, np.int64)
     is_ablated = np.zeros(out, np.bool_)
     is_ablated[ablated] = True
     lines += ["", "step 3  salient positions: top-n_keep |W| or top-n_prune |G| (§7)"]
     lines += _draw(_cells(salient, "s"),
                    [f"{c} salient" + ("  < threshold: ablated" if a else "")
                     for c, a in zip(per_row, is_ablated)])
-    rule = ("gamma_sal (an absolute count)" if gamma_sal >= 1
-            else "max(1, int(gamma_sal * (B // out)))")
+    rule = ("gamma_sal (an absolute count)" if gamma_sal >= 1 else "0 (gamma_sal == 0: no "
+            "ablation)" if gamma_sal == 0 else "max(1, int(gamma_sal * (B // out)))")
     lines += [f"  threshold = {rule} = {threshold0}; keep-alive: "
               f"the best {min_neurons + 1} neuron(s) (B // F + 1) survive -> threshold "
               f"{threshold}", f"  ablated neurons (rank order): {ablated.tolist()}"]

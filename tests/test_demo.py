@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from srigl_ref import cli, srigl_update
@@ -24,6 +24,7 @@ def test_demo_walks_through_every_stage(capsys):
 @given(out=st.integers(2, 12), fan=st.integers(4, 40),
        sparsity=st.sampled_from([0.5, 0.75, 0.9]), df=st.sampled_from([0.0, 0.1, 0.3, 0.6]),
        gamma=st.sampled_from([0.0, 0.3, 0.9, 2.0]), seed=st.integers(0, 1000))
+@example(out=2, fan=4, sparsity=0.75, df=0.6, gamma=0.0, seed=0)     # gamma 0: no ablation
 def test_demo_counts_equal_the_fast_update(out, fan, sparsity, df, gamma, seed):
     shape = (out, fan)
     if (fan * out * (1 - sparsity)) // out < 1:                      # k == 0: refused
