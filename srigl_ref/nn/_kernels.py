@@ -17,6 +17,7 @@ earlier version 2-3x slower). Measured against strided-NumPy twins in
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -98,3 +99,257 @@ def maxpool2d_backward(dy, arg, dx):
             for i in range(oh):
                 for j in range(ow):
                     dx[b, c, arg[b, c, i, j]] += dy[b, c, i, j]
+
+
+# Direct stride-1 convolution. One image at a time, the padded image is flattened row by row
+# (``xp[c, r * Wp + s]``, ``Wp = W + 2 * padding``) and the output is computed on a "wide"
+# grid of ``Wp`` columns: ``acc[o, i * Wp + j] = sum_{c,p,q} W[o, c, p, q] *
+# xp[c, (i + p) * Wp + j + q]``. Each tap is then a shift of one contiguous vector, so the
+# innermost loop runs over ``t = i * Wp + j`` (long, unit stride, vectorised by LLVM); the
+# columns ``j >= ow`` are computed and dropped. Up to five taps of one kernel row are summed
+# inside that loop (``_add_row_taps``), so the accumulator row is loaded and stored once per
+# kernel row of size 3 or 5 (the models' sizes), not once per tap: splitting 5 taps as 4 + 1
+# measured 2x slower on LeNet-5's conv2. Scratch rows are a few KB per image (no unfolded
+# matrix). Measured against im2col + GEMM in ``bench/train_step.py --conv-rule``.
+
+
+@njit(cache=True)
+def _pad_image(x, b, padding, xp):
+    """Copy image ``x[b]`` [C, H, W] into the interior of ``xp`` [C, Hp*Wp] (borders zero)."""
+    n_chan, height, width = x.shape[1], x.shape[2], x.shape[3]
+    wp = width + 2 * padding
+    for c in range(n_chan):
+        for i in range(height):
+            base = (i + padding) * wp + padding
+            for j in range(width):
+                xp[c, base + j] = x[b, c, i, j]
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def _add_row_taps(acc, xs, wr, n_t):
+    """``acc[t] += sum_q wr[q] * xs[t + q]`` for ``t < n_t``: one kernel row's taps, five or
+    three per pass over ``acc`` (``acc`` [>= n_t], ``xs`` [>= n_t + len(wr) - 1]).
+
+    Inlined (``inline="always"``) so LLVM sees the loops inside the caller's loop nest;
+    ``contract`` allows fused multiply-adds (rounding differs from mul-then-add only in
+    the last bit)."""
+    k = wr.shape[0]
+    q = 0
+    while q + 5 <= k:
+        w0, w1, w2, w3, w4 = wr[q], wr[q + 1], wr[q + 2], wr[q + 3], wr[q + 4]
+        xq = xs[q:]                                   # constant offsets below: one stream
+        for t in range(n_t):
+            acc[t] += w0 * xq[t] + w1 * xq[t + 1] + w2 * xq[t + 2] + w3 * xq[t + 3] \
+                + w4 * xq[t + 4]
+        q += 5
+    while q + 3 <= k:
+        w0, w1, w2 = wr[q], wr[q + 1], wr[q + 2]
+        xq = xs[q:]
+        for t in range(n_t):
+            acc[t] += w0 * xq[t] + w1 * xq[t + 1] + w2 * xq[t + 2]
+        q += 3
+    while q < k:
+        w0 = wr[q]
+        xq = xs[q:]
+        for t in range(n_t):
+            acc[t] += w0 * xq[t]
+        q += 1
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def _add_row_taps_pair(acc0, acc1, xs, wr0, wr1, n_t):
+    """``_add_row_taps`` for two output channels at once: each load of ``xs`` serves both
+    (``acc0``/``wr0`` and ``acc1``/``wr1``); 15-20 % faster than two single passes."""
+    k = wr0.shape[0]
+    q = 0
+    while q + 5 <= k:
+        u0, u1, u2, u3, u4 = wr0[q], wr0[q + 1], wr0[q + 2], wr0[q + 3], wr0[q + 4]
+        v0, v1, v2, v3, v4 = wr1[q], wr1[q + 1], wr1[q + 2], wr1[q + 3], wr1[q + 4]
+        xq = xs[q:]
+        for t in range(n_t):
+            x0, x1, x2, x3, x4 = xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xq[t + 4]
+            acc0[t] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4
+            acc1[t] += v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4
+        q += 5
+    while q + 3 <= k:
+        u0, u1, u2 = wr0[q], wr0[q + 1], wr0[q + 2]
+        v0, v1, v2 = wr1[q], wr1[q + 1], wr1[q + 2]
+        xq = xs[q:]
+        for t in range(n_t):
+            x0, x1, x2 = xq[t], xq[t + 1], xq[t + 2]
+            acc0[t] += u0 * x0 + u1 * x1 + u2 * x2
+            acc1[t] += v0 * x0 + v1 * x1 + v2 * x2
+        q += 3
+    while q < k:
+        u0, v0 = wr0[q], wr1[q]
+        xq = xs[q:]
+        for t in range(n_t):
+            acc0[t] += u0 * xq[t]
+            acc1[t] += v0 * xq[t]
+        q += 1
+
+
+@njit(cache=True, inline="always")
+def _add_taps(acc, xs, weight, stride_p, n_t):
+    """``acc[o, t] += sum_{c,p,q} weight[o, c, p, q] * xs[c, p * stride_p + t + q]`` for
+    ``t < n_t``, output channels in pairs: acc [O, >= n_t], xs [C, ...], weight [O, C, k, k]."""
+    n_out, n_chan, k = weight.shape[0], weight.shape[1], weight.shape[2]
+    for c in range(n_chan):
+        for p in range(k):
+            xr = xs[c, p * stride_p:]                 # the image rows under kernel row p
+            for o in range(0, n_out - 1, 2):
+                _add_row_taps_pair(acc[o], acc[o + 1], xr, weight[o, c, p],
+                                   weight[o + 1, c, p], n_t)
+            if n_out % 2:
+                _add_row_taps(acc[n_out - 1], xr, weight[n_out - 1, c, p], n_t)
+
+
+@njit(cache=True, fastmath={"contract"})
+def conv2d_direct(x, weight, bias, padding, y):
+    """Stride-1 convolution ``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] *
+    x_pad[b, c, i + p, j + q]`` of x [B, C, H, W] with weight [O, C, k, k] into ``y``
+    [B, O, oh, ow] (``oh = H + 2*padding - k + 1``), in place, without an unfolded matrix.
+    Slow twin: ``tests/nn/naive.py::conv2d_naive``.
+    """
+    n_batch, n_chan, height, width = x.shape
+    n_out, _, k, _ = weight.shape
+    oh, ow = y.shape[2], y.shape[3]
+    hp, wp = height + 2 * padding, width + 2 * padding
+    n_t = (oh - 1) * wp + ow                          # wide positions up to the last output
+    xp = np.zeros((n_chan, hp * wp), x.dtype)         # [C, Hp*Wp] padded image
+    acc = np.empty((n_out, oh * wp), x.dtype)         # [O, oh*Wp] wide output
+    for b in range(n_batch):
+        _pad_image(x, b, padding, xp)
+        for o in range(n_out):
+            for t in range(n_t):
+                acc[o, t] = bias[o]
+        _add_taps(acc, xp, weight, wp, n_t)
+        for o in range(n_out):
+            for i in range(oh):
+                for j in range(ow):
+                    y[b, o, i, j] = acc[o, i * wp + j]
+
+
+@njit(cache=True, fastmath={"contract"})
+def conv2d_direct_input_grad(dy, weight, padding, dx):
+    """Input gradient of a stride-1 convolution, ``dx[b, c, h, w] = sum_{o,p,q}
+    W[o, c, p, q] * dy[b, o, h + padding - p, w + padding - q]`` (terms inside ``dy``
+    only), dy [B, O, oh, ow], weight [O, C, k, k], into ``dx`` [B, C, H, W], in place.
+
+    The forward's scatter ``dx_pad[c, p * Wp + t + q] += W[o, c, p, q] * dy_wide[o, t]``
+    read as a gather over ``s = t + q``: the same tap loops as ``conv2d_direct`` with each
+    kernel row reversed and ``dy`` (wide, 0 in the dropped columns) shifted by ``k - 1``
+    zeros. Checked against the im2col backward (``tests/nn/test_layers.py``).
+    """
+    n_batch, n_out, oh, ow = dy.shape
+    _, n_chan, k, _ = weight.shape
+    height, width = dx.shape[2], dx.shape[3]
+    hp, wp = height + 2 * padding, width + 2 * padding
+    n_s = (oh - 1) * wp + ow + k - 1                  # padded positions a tap reaches
+    w_rev = np.empty((n_chan, n_out, k, k), weight.dtype)   # [C, O, k, k], rows reversed
+    for o in range(n_out):
+        for c in range(n_chan):
+            for p in range(k):
+                for q in range(k):
+                    w_rev[c, o, p, k - 1 - q] = weight[o, c, p, q]
+    dyw = np.zeros((n_out, oh * wp + 2 * (k - 1)), dy.dtype)  # [O, ...] k-1 zeros, wide dy
+    dxp = np.empty((n_chan, hp * wp), dy.dtype)       # [C, Hp*Wp] padded input gradient
+    for b in range(n_batch):
+        for o in range(n_out):
+            for i in range(oh):
+                for j in range(ow):
+                    dyw[o, k - 1 + i * wp + j] = dy[b, o, i, j]
+        dxp[:] = 0
+        for p in range(k):                            # kernel row p adds at rows p, p+1, ..
+            for o in range(n_out):
+                for c in range(0, n_chan - 1, 2):
+                    _add_row_taps_pair(dxp[c, p * wp:], dxp[c + 1, p * wp:], dyw[o],
+                                       w_rev[c, o, p], w_rev[c + 1, o, p], n_s)
+                if n_chan % 2:
+                    _add_row_taps(dxp[n_chan - 1, p * wp:], dyw[o], w_rev[n_chan - 1, o, p],
+                                  n_s)
+        for c in range(n_chan):
+            for i in range(height):
+                base = (i + padding) * wp + padding
+                for j in range(width):
+                    dx[b, c, i, j] = dxp[c, base + j]
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "nsz", "contract"})
+def _add_row_tap_dots(dwr, d, xs, n_t):
+    """``dwr[q] += sum_t d[t] * xs[t + q]`` for ``t < n_t``: one kernel row's weight
+    gradient, five or three taps per pass over ``d`` and ``xs``."""
+    k = dwr.shape[0]
+    q = 0
+    while q + 5 <= k:
+        xq = xs[q:]
+        s0, s1, s2, s3, s4 = d[0] * xq[0], d[0] * xq[1], d[0] * xq[2], d[0] * xq[3], \
+            d[0] * xq[4]
+        for t in range(1, n_t):
+            dt = d[t]
+            s0 += dt * xq[t]
+            s1 += dt * xq[t + 1]
+            s2 += dt * xq[t + 2]
+            s3 += dt * xq[t + 3]
+            s4 += dt * xq[t + 4]
+        dwr[q] += s0
+        dwr[q + 1] += s1
+        dwr[q + 2] += s2
+        dwr[q + 3] += s3
+        dwr[q + 4] += s4
+        q += 5
+    while q + 3 <= k:
+        xq = xs[q:]
+        s0, s1, s2 = d[0] * xq[0], d[0] * xq[1], d[0] * xq[2]
+        for t in range(1, n_t):
+            dt = d[t]
+            s0 += dt * xq[t]
+            s1 += dt * xq[t + 1]
+            s2 += dt * xq[t + 2]
+        dwr[q] += s0
+        dwr[q + 1] += s1
+        dwr[q + 2] += s2
+        q += 3
+    while q < k:
+        xq = xs[q:]
+        s0 = d[0] * xq[0]
+        for t in range(1, n_t):
+            s0 += d[t] * xq[t]
+        dwr[q] += s0
+        q += 1
+
+
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
+def conv2d_direct_weight_grad(x, dy, padding, dweight):
+    """``dW[o, c, p, q] = sum_{b,i,j} dy[b, o, i, j] * x_pad[b, c, i + p, j + q]`` of a
+    stride-1 convolution, x [B, C, H, W], dy [B, O, oh, ow], into ``dweight`` [O, C, k, k]
+    (overwritten).
+
+    Per image and tap a dot product over the wide grid, with the dropped columns of ``dy``
+    set to 0. ``reassoc`` lets LLVM vectorise these sums (reductions); the result differs
+    from a sequential sum only by rounding. Checked against the im2col GEMM
+    (``tests/nn/test_layers.py``).
+    """
+    n_batch, n_chan, height, width = x.shape
+    n_out, _, k, _ = dweight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    hp, wp = height + 2 * padding, width + 2 * padding
+    n_t = (oh - 1) * wp + ow
+    xp = np.zeros((n_chan, hp * wp), x.dtype)         # [C, Hp*Wp] padded image
+    dyw = np.zeros((n_out, oh * wp), x.dtype)         # [O, oh*Wp] wide dy, 0 off the image
+    for o in range(n_out):
+        for c in range(n_chan):
+            for p in range(k):
+                for q in range(k):
+                    dweight[o, c, p, q] = 0
+    for b in range(n_batch):
+        _pad_image(x, b, padding, xp)
+        for o in range(n_out):
+            for i in range(oh):
+                for j in range(ow):
+                    dyw[o, i * wp + j] = dy[b, o, i, j]
+        for c in range(n_chan):
+            for p in range(k):
+                xs = xp[c, p * wp:]
+                for o in range(n_out):
+                    _add_row_tap_dots(dweight[o, c, p], dyw[o], xs, n_t)
