@@ -353,3 +353,41 @@ def conv2d_direct_weight_grad(x, dy, padding, dweight):
                 xs = xp[c, p * wp:]
                 for o in range(n_out):
                     _add_row_tap_dots(dweight[o, c, p], dyw[o], xs, n_t)
+
+
+# SGD: the optimizer's whole update of one parameter in one pass over its arrays (no
+# temporaries). Every operation is the one NumPy performs in the readable sequence of
+# ``srigl_ref.nn.optim`` (float32 stays float32: the caller passes the hyper-parameters in
+# the arrays' dtype, as NumPy converts a Python float for a float32 array; no fused
+# multiply-add), so the results are bit-identical to it (tested).
+
+
+@njit(cache=True, inline="always")
+def _sgd_element(w, g, buf, lr, momentum, nesterov, weight_decay):
+    """One element of the step: returns the new ``(w, buf)`` for gradient ``g``."""
+    if weight_decay != 0:
+        g = g + weight_decay * w
+    if momentum != 0:
+        buf = buf * momentum + g
+        g = g + momentum * buf if nesterov else buf
+    return w - lr * g, buf
+
+
+@njit(cache=True)
+def sgd_step(w, grad, buf, lr, momentum, nesterov, weight_decay):
+    """SGD with momentum, Nesterov and weight decay on a dense parameter, in place: ``w``,
+    ``buf`` updated, ``grad`` read (all flat, same length and dtype; scalars of that dtype)."""
+    for i in range(w.shape[0]):
+        w[i], buf[i] = _sgd_element(w[i], grad[i], buf[i], lr, momentum, nesterov,
+                                    weight_decay)
+
+
+@njit(cache=True)
+def sgd_step_masked(w, grad, mask, buf, lr, momentum, nesterov, weight_decay):
+    """``sgd_step`` of a sparse weight: the gradient is masked before the step, ``w`` and
+    ``buf`` after it (``mask`` flat bool), so inactive entries stay exactly 0."""
+    for i in range(w.shape[0]):
+        m = mask[i]
+        w_new, buf_new = _sgd_element(w[i], grad[i] * m, buf[i], lr, momentum, nesterov,
+                                      weight_decay)
+        w[i], buf[i] = w_new * m, buf_new * m
