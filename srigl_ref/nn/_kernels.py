@@ -101,6 +101,14 @@ def maxpool2d_backward(dy, arg, dx):
                     dx[b, c, arg[b, c, i, j]] += dy[b, c, i, j]
 
 
+
+@njit(cache=True)
+def relu_backward(dy, y, dx):
+    """``dx = dy * (y > 0)`` over flat arrays, in place (the product with the 0/1 factor as
+    NumPy's ``dy * (x > 0)``: a masked negative gradient gives -0.0, a NaN stays NaN)."""
+    for i in range(dy.shape[0]):
+        dx[i] = dy[i] * (y[i] > 0)
+
 # Direct stride-1 convolution. One image at a time, the padded image is flattened row by row
 # (``xp[c, r * Wp + s]``, ``Wp = W + 2 * padding``) and the output is computed on a "wide"
 # grid of ``Wp`` columns: ``acc[o, i * Wp + j] = sum_{c,p,q} W[o, c, p, q] *

@@ -92,22 +92,25 @@ class Linear:
         y += p["bias"]
         return y, (x, p["weight"])
 
-    def backward(self, dy, cache):
+    def backward(self, dy, cache, *, need_dx: bool = True):
         """``dx = dY @ W``, ``dW = dY.T @ X``, ``db = sum_b dY``.
 
         Parameters
         ----------
         dy : ndarray of shape (B, out), dtype of the forward
         cache : the forward's cache
+        need_dx : bool
+            False skips the input gradient (a model's first layer: its input needs none).
 
         Returns
         -------
-        dx : ndarray of shape (B, in)
+        dx : ndarray of shape (B, in), or None when ``need_dx`` is False
         grads : dict with ``weight`` (out, in) and ``bias`` (out,)
         """
         x, weight = cache
         dy = _check_grad(dy, (x.shape[0], self.out_features), x.dtype)
-        return dy @ weight, {"weight": dy.T @ x, "bias": dy.sum(axis=0)}
+        dx = dy @ weight if need_dx else None
+        return dx, {"weight": dy.T @ x, "bias": dy.sum(axis=0)}
 
 
 # Stride-1 convolutions with at most this many ``in_channels * out_channels`` run the direct
@@ -193,7 +196,7 @@ class Conv2d:
         y = y.reshape(self.out_channels, n_batch, oh, ow).transpose(1, 0, 2, 3)
         return np.ascontiguousarray(y), (x, w_mat, cols)
 
-    def backward(self, dy, cache):
+    def backward(self, dy, cache, *, need_dx: bool = True):
         """``dW = dY @ cols.T``, ``db = sum dY``, ``dx = col2im(W.T @ dY)`` (im2col), or
         the same sums by the direct kernels.
 
@@ -201,10 +204,12 @@ class Conv2d:
         ----------
         dy : ndarray of shape (B, C_out, oh, ow), dtype of the forward
         cache : the forward's cache
+        need_dx : bool
+            False skips the input gradient (a model's first layer: its input needs none).
 
         Returns
         -------
-        dx : ndarray of shape (B, C_in, H, W)
+        dx : ndarray of shape (B, C_in, H, W), or None when ``need_dx`` is False
         grads : dict with ``weight`` (C_out, C_in, k, k) and ``bias`` (C_out,)
         """
         x, weight, cols = cache                   # weight [O, C, k, k] or w_mat [O, C*k*k]
@@ -212,19 +217,20 @@ class Conv2d:
         y_shape = (n_batch, *self.output_shape(x.shape[1:]))
         dy = _check_grad(dy, y_shape, x.dtype)
         w_shape = self.param_shapes()["weight"]
+        dx = np.zeros(x.shape, x.dtype) if need_dx else None               # [B, C, H, W]
         if cols is None:
-            dx = np.empty(x.shape, x.dtype)                                 # [B, C, H, W]
-            _kernels.conv2d_direct_input_grad(dy, weight, self.padding, dx)
+            if need_dx:
+                _kernels.conv2d_direct_input_grad(dy, weight, self.padding, dx)
             d_weight = np.empty(w_shape, x.dtype)                           # [O, C, k, k]
             _kernels.conv2d_direct_weight_grad(x, dy, self.padding, d_weight)
             return dx, {"weight": d_weight, "bias": dy.sum(axis=(0, 2, 3))}
         k, (_, _, oh, ow) = self.kernel_size, y_shape
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
         d_weight = (dy_mat @ cols.T).reshape(w_shape)
-        dcols = weight.T @ dy_mat                                           # [C*k*k, B*oh*ow]
-        dx = np.zeros(x.shape, x.dtype)                                     # [B, C, H, W]
-        _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
-                        self.padding, dx)
+        if need_dx:
+            dcols = weight.T @ dy_mat                                       # [C*k*k, B*oh*ow]
+            _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
+                            self.padding, dx)
         return dx, {"weight": d_weight, "bias": dy_mat.sum(axis=1)}
 
 
@@ -252,16 +258,21 @@ class ReLU:
         return tuple(in_shape)
 
     def forward(self, x, params):
-        """x : ndarray (B, ...), float -> y of the same shape; cache: the mask ``x > 0``."""
+        """x : ndarray (B, ...), float -> y of the same shape; cache: y itself (``y > 0``
+        exactly where ``x > 0``: no separate mask array)."""
         x = as_float_array("x", x, finite=False)
         _check_params(self, params, x.dtype)
-        return np.maximum(x, 0), (x > 0, x.dtype)
+        y = np.maximum(x, 0)
+        return y, y
 
     def backward(self, dy, cache):
-        """``dx = dy * (x > 0)``; grads is ``{}``."""
-        positive, dtype = cache
-        dy = _check_grad(dy, positive.shape, dtype)
-        return dy * positive, {}
+        """``dx = dy * (x > 0)``, read as ``y > 0`` in one pass (``_kernels.relu_backward``);
+        grads is ``{}``."""
+        y = cache
+        dy = _check_grad(dy, y.shape, y.dtype)
+        dx = np.empty_like(y)
+        _kernels.relu_backward(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        return dx, {}
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,16 @@ def test_relu_backward_at_exact_zeros(dtype):
     assert dx.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_is_dy_times_positive_bitwise(rng, dtype):
+    x = rng.choice(np.array([-1.5, -0.0, 0.0, 2.0, np.nan, np.inf], dtype), size=(4, 30))
+    dy = rng.choice(np.array([-3.0, -0.0, 0.5, np.nan], dtype), size=(4, 30))
+    y, cache = ReLU().forward(x, {})
+    dx, _ = ReLU().backward(dy, cache)
+    np.testing.assert_array_equal(y.view(np.uint8), np.maximum(x, 0).view(np.uint8))
+    np.testing.assert_array_equal(dx.view(np.uint8), (dy * (x > 0)).view(np.uint8))
+
+
 @pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (2, 1)])
 def test_maxpool_gradients(rng, size, stride):
     x = rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) * 0.01   # distinct: no ties
@@ -192,6 +202,26 @@ def test_conv2d_direct_forward_matches_naive(case):
     want = conv2d_naive(x.astype(np.float64), p["weight"].astype(np.float64),
                         p["bias"].astype(np.float64), 1, layer.padding)
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer, x_shape, direct", [
+    (Linear(5, 3), (4, 5), None),
+    (Conv2d(2, 3, 3, padding=1), (2, 2, 5, 4), True),
+    (Conv2d(2, 3, 3, padding=1), (2, 2, 5, 4), False),
+    (Conv2d(2, 3, 3, stride=2), (2, 2, 5, 4), None),
+])
+def test_backward_without_input_gradient(rng, layer, x_shape, direct):
+    """``need_dx=False`` returns no dx and the same parameter gradients, bit for bit."""
+    x = rng.standard_normal(x_shape)
+    params = _params(layer, rng)
+    kwargs = {} if direct is None else {"direct": direct}
+    y, cache = layer.forward(x, params, **kwargs)
+    dy = rng.standard_normal(y.shape)
+    _, want = layer.backward(dy, cache)
+    dx, grads = layer.backward(dy, cache, need_dx=False)
+    assert dx is None and set(grads) == set(want)
+    for key in want:
+        np.testing.assert_array_equal(grads[key], want[key])
 
 
 def test_conv2d_chooses_direct_by_shape():
