@@ -69,22 +69,24 @@ def col2im(dcols, stride, padding, dx):
 def maxpool2d_forward(x, size, stride, y, arg):
     """Max over ``size x size`` windows at ``stride`` of x [B, C, H, W] into ``y``
     [B, C, oh, ow], and into ``arg`` (int64, same shape) the flat index ``row * W + col`` of
-    each window's first maximum in row-major order. Slow twin:
+    each window's first maximum in row-major order. The running maximum is updated by
+    selects, not branches (random data mispredicts about every other comparison). Slow twin:
     ``tests/nn/naive.py::maxpool2d_naive``."""
     n_batch, n_chan, oh, ow = y.shape
     width = x.shape[3]
     for b in range(n_batch):
         for c in range(n_chan):
-            xc = x[b, c]                                       # [H, W]
             for i in range(oh):
+                r0 = i * stride
                 for j in range(ow):
-                    r0, c0 = i * stride, j * stride
-                    best, best_at = xc[r0, c0], r0 * width + c0
+                    c0 = j * stride
+                    best, best_at = x[b, c, r0, c0], r0 * width + c0
                     for p in range(size):
                         for q in range(size):
-                            v = xc[r0 + p, c0 + q]
-                            if v > best:
-                                best, best_at = v, (r0 + p) * width + c0 + q
+                            v = x[b, c, r0 + p, c0 + q]
+                            take = v > best
+                            best = v if take else best
+                            best_at = (r0 + p) * width + c0 + q if take else best_at
                     y[b, c, i, j] = best
                     arg[b, c, i, j] = best_at
 
