@@ -68,7 +68,7 @@ def col2im(dcols, stride, padding, dx):
 @njit(cache=True)
 def maxpool2d_forward(x, size, stride, y, arg):
     """Max over ``size x size`` windows at ``stride`` of x [B, C, H, W] into ``y``
-    [B, C, oh, ow], and into ``arg`` (int64, same shape) the flat index ``row * W + col`` of
+    [B, C, oh, ow], and into ``arg`` (int32, same shape) the flat index ``row * W + col`` of
     each window's first maximum in row-major order. The running maximum is updated by
     selects, not branches (random data mispredicts about every other comparison). Slow twin:
     ``tests/nn/naive.py::maxpool2d_naive``."""

@@ -217,9 +217,10 @@ class Conv2d:
         y_shape = (n_batch, *self.output_shape(x.shape[1:]))
         dy = _check_grad(dy, y_shape, x.dtype)
         w_shape = self.param_shapes()["weight"]
-        dx = np.zeros(x.shape, x.dtype) if need_dx else None               # [B, C, H, W]
+        dx = None
         if cols is None:
             if need_dx:
+                dx = np.empty(x.shape, x.dtype)                             # [B, C, H, W]
                 _kernels.conv2d_direct_input_grad(dy, weight, self.padding, dx)
             d_weight = np.empty(w_shape, x.dtype)                           # [O, C, k, k]
             _kernels.conv2d_direct_weight_grad(x, dy, self.padding, d_weight)
@@ -228,6 +229,7 @@ class Conv2d:
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
         d_weight = (dy_mat @ cols.T).reshape(w_shape)
         if need_dx:
+            dx = np.zeros(x.shape, x.dtype)                                 # [B, C, H, W]
             dcols = weight.T @ dy_mat                                       # [C*k*k, B*oh*ow]
             _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
                             self.padding, dx)
@@ -308,7 +310,7 @@ class MaxPool2d:
         x = _check_input(self, x, None, 4)
         _check_params(self, params, x.dtype)
         y_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
-        y, arg = np.empty(y_shape, x.dtype), np.empty(y_shape, np.int64)
+        y, arg = np.empty(y_shape, x.dtype), np.empty(y_shape, np.int32)   # arg < H*W
         _kernels.maxpool2d_forward(x, self.kernel_size, self.step, y, arg)
         return y, (x.shape, arg, x.dtype)
 
