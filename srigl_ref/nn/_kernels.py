@@ -329,6 +329,73 @@ def _add_row_tap_dots(dwr, d, xs, n_t):
         q += 1
 
 
+@njit(cache=True, inline="always", fastmath={"reassoc", "nsz", "contract"})
+def _add_row_tap_dots_pair(dwr0, dwr1, d0, d1, xs, n_t):
+    """``_add_row_tap_dots`` for two output channels at once (``dwr0``/``d0`` and
+    ``dwr1``/``d1``): each load of ``xs`` serves both."""
+    k = dwr0.shape[0]
+    q = 0
+    while q + 5 <= k:
+        xq = xs[q:]
+        s0, s1, s2, s3, s4 = d0[0] * xq[0], d0[0] * xq[1], d0[0] * xq[2], d0[0] * xq[3], \
+            d0[0] * xq[4]
+        r0, r1, r2, r3, r4 = d1[0] * xq[0], d1[0] * xq[1], d1[0] * xq[2], d1[0] * xq[3], \
+            d1[0] * xq[4]
+        for t in range(1, n_t):
+            a, b = d0[t], d1[t]
+            x0, x1, x2, x3, x4 = xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xq[t + 4]
+            s0 += a * x0
+            s1 += a * x1
+            s2 += a * x2
+            s3 += a * x3
+            s4 += a * x4
+            r0 += b * x0
+            r1 += b * x1
+            r2 += b * x2
+            r3 += b * x3
+            r4 += b * x4
+        dwr0[q] += s0
+        dwr0[q + 1] += s1
+        dwr0[q + 2] += s2
+        dwr0[q + 3] += s3
+        dwr0[q + 4] += s4
+        dwr1[q] += r0
+        dwr1[q + 1] += r1
+        dwr1[q + 2] += r2
+        dwr1[q + 3] += r3
+        dwr1[q + 4] += r4
+        q += 5
+    while q + 3 <= k:
+        xq = xs[q:]
+        s0, s1, s2 = d0[0] * xq[0], d0[0] * xq[1], d0[0] * xq[2]
+        r0, r1, r2 = d1[0] * xq[0], d1[0] * xq[1], d1[0] * xq[2]
+        for t in range(1, n_t):
+            a, b = d0[t], d1[t]
+            x0, x1, x2 = xq[t], xq[t + 1], xq[t + 2]
+            s0 += a * x0
+            s1 += a * x1
+            s2 += a * x2
+            r0 += b * x0
+            r1 += b * x1
+            r2 += b * x2
+        dwr0[q] += s0
+        dwr0[q + 1] += s1
+        dwr0[q + 2] += s2
+        dwr1[q] += r0
+        dwr1[q + 1] += r1
+        dwr1[q + 2] += r2
+        q += 3
+    while q < k:
+        xq = xs[q:]
+        s0, r0 = d0[0] * xq[0], d1[0] * xq[0]
+        for t in range(1, n_t):
+            s0 += d0[t] * xq[t]
+            r0 += d1[t] * xq[t]
+        dwr0[q] += s0
+        dwr1[q] += r0
+        q += 1
+
+
 @njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
 def conv2d_direct_weight_grad(x, dy, padding, dweight):
     """``dW[o, c, p, q] = sum_{b,i,j} dy[b, o, i, j] * x_pad[b, c, i + p, j + q]`` of a
@@ -361,8 +428,11 @@ def conv2d_direct_weight_grad(x, dy, padding, dweight):
         for c in range(n_chan):
             for p in range(k):
                 xs = xp[c, p * wp:]
-                for o in range(n_out):
-                    _add_row_tap_dots(dweight[o, c, p], dyw[o], xs, n_t)
+                for o in range(0, n_out - 1, 2):
+                    _add_row_tap_dots_pair(dweight[o, c, p], dweight[o + 1, c, p], dyw[o],
+                                           dyw[o + 1], xs, n_t)
+                if n_out % 2:
+                    _add_row_tap_dots(dweight[n_out - 1, c, p], dyw[n_out - 1], xs, n_t)
 
 
 # SGD: the optimizer's whole update of one parameter in one pass over its arrays (no
