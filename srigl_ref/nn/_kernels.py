@@ -1,19 +1,23 @@
-"""Numba kernels for the layers' hot loops: im2col / col2im (conv) and 2-D max pooling.
+"""Numba kernels for the layers' and the optimizer's hot loops: im2col / col2im, direct
+stride-1 convolution (forward, input gradient, weight gradient), ReLU's backward, 2-D max
+pooling, and the fused SGD step.
 
 Self-contained (imports only numpy and numba, calls only helpers in this file). Callers in
-``layers.py`` validate first; every kernel trusts its inputs: C-contiguous float32/float64
-arrays of consistent shapes, ``stride >= 1``, ``padding >= 0``, output sizes >= 1.
+``layers.py`` and ``optim.py`` validate first; every kernel trusts its inputs: C-contiguous
+float32/float64 arrays of consistent shapes, ``stride >= 1``, ``padding >= 0``, output sizes
+>= 1.
 
 Outputs are allocated by the caller with NumPy and filled in place: NumPy asks Linux for
 transparent huge pages on large arrays and Numba's allocator does not, which made a kernel
-that allocated its own 100 MB column matrix spend about half its time in page faults.
+that allocated its own 100 MB column matrix spend about half its time in page faults. The
+direct convolution kernels allocate only per-image scratch rows (a few KB).
 
 Column layout: ``cols[c, p, q, b, i, j] = x_pad[b, c, i*stride + p, j*stride + q]``, i.e.
 ``cols.reshape(C*k*k, B*oh*ow)`` has rows in the weight's C order, so a convolution is one
 GEMM ``W.reshape(O, -1) @ cols``. Both loops walk ``cols`` in memory order with plain
-element indexing (no per-row slices: creating array views in the inner loops made an
-earlier version 2-3x slower). Measured against strided-NumPy twins in
-``bench/train_step.py``.
+element indexing (no per-row slices: creating array views in the inner loops measured
+2-3x slower). Measured against strided-NumPy twins in
+``bench/train_step.py --conv-rule``.
 """
 from __future__ import annotations
 
