@@ -121,10 +121,11 @@ def relu_backward(dy, y, dx):
 # xp[c, (i + p) * Wp + j + q]``. Each tap is then a shift of one contiguous vector, so the
 # innermost loop runs over ``t = i * Wp + j`` (long, unit stride, vectorised by LLVM); the
 # columns ``j >= ow`` are computed and dropped. Up to five taps of one kernel row are summed
-# inside that loop (``_add_row_taps``), so the accumulator row is loaded and stored once per
-# kernel row of size 3 or 5 (the models' sizes), not once per tap: splitting 5 taps as 4 + 1
-# measured 2x slower on LeNet-5's conv2. Scratch rows are a few KB per image (no unfolded
-# matrix). Measured against im2col + GEMM in ``bench/train_step.py --conv-rule``.
+# inside that loop, for two output channels at once (``_add_row_taps``): the accumulator
+# rows are loaded and stored once per kernel row of size 3 or 5 (the models' sizes), not
+# once per tap, and each input load serves both channels. An odd channel count pairs the
+# last channel with a scratch row of zero weights. Scratch rows are a few KB per image (no
+# unfolded matrix). Measurements: ``bench/train_step.py --conv-rule``, bench/README.md.
 
 
 @njit(cache=True)
@@ -140,46 +141,20 @@ def _pad_image(x, b, padding, xp):
 
 
 @njit(cache=True, inline="always", fastmath={"contract"})
-def _add_row_taps(acc, xs, wr, n_t):
-    """``acc[t] += sum_q wr[q] * xs[t + q]`` for ``t < n_t``: one kernel row's taps, five or
-    three per pass over ``acc`` (``acc`` [>= n_t], ``xs`` [>= n_t + len(wr) - 1]).
+def _add_row_taps(acc0, acc1, xs, wr0, wr1, n_t):
+    """``acc0[t] += sum_q wr0[q] * xs[t + q]`` and the same for ``acc1``/``wr1``, for
+    ``t < n_t``: one kernel row's taps for two output channels, five or three taps per pass
+    (``acc*`` [>= n_t], ``xs`` [>= n_t + len(wr0) - 1]).
 
     Inlined (``inline="always"``) so LLVM sees the loops inside the caller's loop nest;
     ``contract`` allows fused multiply-adds (rounding differs from mul-then-add only in
     the last bit)."""
-    k = wr.shape[0]
-    q = 0
-    while q + 5 <= k:
-        w0, w1, w2, w3, w4 = wr[q], wr[q + 1], wr[q + 2], wr[q + 3], wr[q + 4]
-        xq = xs[q:]                                   # constant offsets below: one stream
-        for t in range(n_t):
-            acc[t] += w0 * xq[t] + w1 * xq[t + 1] + w2 * xq[t + 2] + w3 * xq[t + 3] \
-                + w4 * xq[t + 4]
-        q += 5
-    while q + 3 <= k:
-        w0, w1, w2 = wr[q], wr[q + 1], wr[q + 2]
-        xq = xs[q:]
-        for t in range(n_t):
-            acc[t] += w0 * xq[t] + w1 * xq[t + 1] + w2 * xq[t + 2]
-        q += 3
-    while q < k:
-        w0 = wr[q]
-        xq = xs[q:]
-        for t in range(n_t):
-            acc[t] += w0 * xq[t]
-        q += 1
-
-
-@njit(cache=True, inline="always", fastmath={"contract"})
-def _add_row_taps_pair(acc0, acc1, xs, wr0, wr1, n_t):
-    """``_add_row_taps`` for two output channels at once: each load of ``xs`` serves both
-    (``acc0``/``wr0`` and ``acc1``/``wr1``); 15-20 % faster than two single passes."""
     k = wr0.shape[0]
     q = 0
     while q + 5 <= k:
         u0, u1, u2, u3, u4 = wr0[q], wr0[q + 1], wr0[q + 2], wr0[q + 3], wr0[q + 4]
         v0, v1, v2, v3, v4 = wr1[q], wr1[q + 1], wr1[q + 2], wr1[q + 3], wr1[q + 4]
-        xq = xs[q:]
+        xq = xs[q:]                                   # constant offsets below: one stream
         for t in range(n_t):
             x0, x1, x2, x3, x4 = xq[t], xq[t + 1], xq[t + 2], xq[t + 3], xq[t + 4]
             acc0[t] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4
@@ -203,19 +178,14 @@ def _add_row_taps_pair(acc0, acc1, xs, wr0, wr1, n_t):
         q += 1
 
 
-@njit(cache=True, inline="always")
-def _add_taps(acc, xs, weight, stride_p, n_t):
-    """``acc[o, t] += sum_{c,p,q} weight[o, c, p, q] * xs[c, p * stride_p + t + q]`` for
-    ``t < n_t``, output channels in pairs: acc [O, >= n_t], xs [C, ...], weight [O, C, k, k]."""
-    n_out, n_chan, k = weight.shape[0], weight.shape[1], weight.shape[2]
-    for c in range(n_chan):
-        for p in range(k):
-            xr = xs[c, p * stride_p:]                 # the image rows under kernel row p
-            for o in range(0, n_out - 1, 2):
-                _add_row_taps_pair(acc[o], acc[o + 1], xr, weight[o, c, p],
-                                   weight[o + 1, c, p], n_t)
-            if n_out % 2:
-                _add_row_taps(acc[n_out - 1], xr, weight[n_out - 1, c, p], n_t)
+@njit(cache=True)
+def _paired_rows(weight):
+    """``weight`` [O, C, k, k] with a zero channel appended when O is odd: [2*ceil(O/2), C,
+    k, k] (a copy), so channels can always be taken two at a time."""
+    n_out = weight.shape[0]
+    paired = np.zeros((n_out + n_out % 2,) + weight.shape[1:], weight.dtype)
+    paired[:n_out] = weight
+    return paired
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -230,14 +200,19 @@ def conv2d_direct(x, weight, bias, padding, y):
     oh, ow = y.shape[2], y.shape[3]
     hp, wp = height + 2 * padding, width + 2 * padding
     n_t = (oh - 1) * wp + ow                          # wide positions up to the last output
+    w2 = _paired_rows(weight)                         # [O2, C, k, k], O2 even
     xp = np.zeros((n_chan, hp * wp), x.dtype)         # [C, Hp*Wp] padded image
-    acc = np.empty((n_out, oh * wp), x.dtype)         # [O, oh*Wp] wide output
+    acc = np.zeros((w2.shape[0], oh * wp), x.dtype)   # [O2, oh*Wp] wide output
     for b in range(n_batch):
         _pad_image(x, b, padding, xp)
         for o in range(n_out):
             for t in range(n_t):
                 acc[o, t] = bias[o]
-        _add_taps(acc, xp, weight, wp, n_t)
+        for c in range(n_chan):
+            for p in range(k):
+                xr = xp[c, p * wp:]                   # the image rows under kernel row p
+                for o in range(0, w2.shape[0], 2):
+                    _add_row_taps(acc[o], acc[o + 1], xr, w2[o, c, p], w2[o + 1, c, p], n_t)
         for o in range(n_out):
             for i in range(oh):
                 for j in range(ow):
@@ -251,9 +226,10 @@ def conv2d_direct_input_grad(dy, weight, padding, dx):
     only), dy [B, O, oh, ow], weight [O, C, k, k], into ``dx`` [B, C, H, W], in place.
 
     The forward's scatter ``dx_pad[c, p * Wp + t + q] += W[o, c, p, q] * dy_wide[o, t]``
-    read as a gather over ``s = t + q``: the same tap loops as ``conv2d_direct`` with each
-    kernel row reversed and ``dy`` (wide, 0 in the dropped columns) shifted by ``k - 1``
-    zeros. Checked against the im2col backward (``tests/nn/test_layers.py``).
+    read as a gather over ``s = t + q``: the same tap loops as ``conv2d_direct`` (input
+    channels in pairs) with each kernel row reversed and ``dy`` (wide, 0 in the dropped
+    columns) shifted by ``k - 1`` zeros. Checked against the im2col backward
+    (``tests/nn/test_layers.py``).
     """
     n_batch, n_out, oh, ow = dy.shape
     _, n_chan, k, _ = weight.shape
@@ -266,8 +242,9 @@ def conv2d_direct_input_grad(dy, weight, padding, dx):
             for p in range(k):
                 for q in range(k):
                     w_rev[c, o, p, k - 1 - q] = weight[o, c, p, q]
+    w2 = _paired_rows(w_rev)                          # [C2, O, k, k], C2 even
     dyw = np.zeros((n_out, oh * wp + 2 * (k - 1)), dy.dtype)  # [O, ...] k-1 zeros, wide dy
-    dxp = np.empty((n_chan, hp * wp), dy.dtype)       # [C, Hp*Wp] padded input gradient
+    dxp = np.empty((w2.shape[0], hp * wp), dy.dtype)  # [C2, Hp*Wp] padded input gradient
     for b in range(n_batch):
         for o in range(n_out):
             for i in range(oh):
@@ -276,12 +253,9 @@ def conv2d_direct_input_grad(dy, weight, padding, dx):
         dxp[:] = 0
         for p in range(k):                            # kernel row p adds at rows p, p+1, ..
             for o in range(n_out):
-                for c in range(0, n_chan - 1, 2):
-                    _add_row_taps_pair(dxp[c, p * wp:], dxp[c + 1, p * wp:], dyw[o],
-                                       w_rev[c, o, p], w_rev[c + 1, o, p], n_s)
-                if n_chan % 2:
-                    _add_row_taps(dxp[n_chan - 1, p * wp:], dyw[o], w_rev[n_chan - 1, o, p],
-                                  n_s)
+                for c in range(0, w2.shape[0], 2):
+                    _add_row_taps(dxp[c, p * wp:], dxp[c + 1, p * wp:], dyw[o],
+                                  w2[c, o, p], w2[c + 1, o, p], n_s)
         for c in range(n_chan):
             for i in range(height):
                 base = (i + padding) * wp + padding
@@ -290,53 +264,10 @@ def conv2d_direct_input_grad(dy, weight, padding, dx):
 
 
 @njit(cache=True, inline="always", fastmath={"reassoc", "nsz", "contract"})
-def _add_row_tap_dots(dwr, d, xs, n_t):
-    """``dwr[q] += sum_t d[t] * xs[t + q]`` for ``t < n_t``: one kernel row's weight
-    gradient, five or three taps per pass over ``d`` and ``xs``."""
-    k = dwr.shape[0]
-    q = 0
-    while q + 5 <= k:
-        xq = xs[q:]
-        s0, s1, s2, s3, s4 = d[0] * xq[0], d[0] * xq[1], d[0] * xq[2], d[0] * xq[3], \
-            d[0] * xq[4]
-        for t in range(1, n_t):
-            dt = d[t]
-            s0 += dt * xq[t]
-            s1 += dt * xq[t + 1]
-            s2 += dt * xq[t + 2]
-            s3 += dt * xq[t + 3]
-            s4 += dt * xq[t + 4]
-        dwr[q] += s0
-        dwr[q + 1] += s1
-        dwr[q + 2] += s2
-        dwr[q + 3] += s3
-        dwr[q + 4] += s4
-        q += 5
-    while q + 3 <= k:
-        xq = xs[q:]
-        s0, s1, s2 = d[0] * xq[0], d[0] * xq[1], d[0] * xq[2]
-        for t in range(1, n_t):
-            dt = d[t]
-            s0 += dt * xq[t]
-            s1 += dt * xq[t + 1]
-            s2 += dt * xq[t + 2]
-        dwr[q] += s0
-        dwr[q + 1] += s1
-        dwr[q + 2] += s2
-        q += 3
-    while q < k:
-        xq = xs[q:]
-        s0 = d[0] * xq[0]
-        for t in range(1, n_t):
-            s0 += d[t] * xq[t]
-        dwr[q] += s0
-        q += 1
-
-
-@njit(cache=True, inline="always", fastmath={"reassoc", "nsz", "contract"})
-def _add_row_tap_dots_pair(dwr0, dwr1, d0, d1, xs, n_t):
-    """``_add_row_tap_dots`` for two output channels at once (``dwr0``/``d0`` and
-    ``dwr1``/``d1``): each load of ``xs`` serves both."""
+def _add_row_tap_dots(dwr0, dwr1, d0, d1, xs, n_t):
+    """``dwr0[q] += sum_t d0[t] * xs[t + q]`` and the same for ``dwr1``/``d1``, for
+    ``t < n_t``: one kernel row's weight gradient for two output channels, five or three
+    taps per pass over ``d*`` and ``xs``."""
     k = dwr0.shape[0]
     q = 0
     while q + 5 <= k:
@@ -407,8 +338,9 @@ def conv2d_direct_weight_grad(x, dy, padding, dweight):
     (overwritten).
 
     Per image and tap a dot product over the wide grid, with the dropped columns of ``dy``
-    set to 0. ``reassoc`` lets LLVM vectorise these sums (reductions); the result differs
-    from a sequential sum only by rounding. Checked against the im2col GEMM
+    set to 0, output channels in pairs (an odd last one paired with a zero row of ``dy``).
+    ``reassoc`` lets LLVM vectorise these sums (reductions); the result differs from a
+    sequential sum only by rounding. Checked against the im2col GEMM
     (``tests/nn/test_layers.py``).
     """
     n_batch, n_chan, height, width = x.shape
@@ -416,13 +348,10 @@ def conv2d_direct_weight_grad(x, dy, padding, dweight):
     oh, ow = dy.shape[2], dy.shape[3]
     hp, wp = height + 2 * padding, width + 2 * padding
     n_t = (oh - 1) * wp + ow
+    n_out2 = n_out + n_out % 2
     xp = np.zeros((n_chan, hp * wp), x.dtype)         # [C, Hp*Wp] padded image
-    dyw = np.zeros((n_out, oh * wp), x.dtype)         # [O, oh*Wp] wide dy, 0 off the image
-    for o in range(n_out):
-        for c in range(n_chan):
-            for p in range(k):
-                for q in range(k):
-                    dweight[o, c, p, q] = 0
+    dyw = np.zeros((n_out2, oh * wp), x.dtype)        # [O2, oh*Wp] wide dy, 0 off the image
+    dw2 = np.zeros((n_out2, n_chan, k, k), x.dtype)   # [O2, C, k, k] accumulated gradient
     for b in range(n_batch):
         _pad_image(x, b, padding, xp)
         for o in range(n_out):
@@ -432,11 +361,10 @@ def conv2d_direct_weight_grad(x, dy, padding, dweight):
         for c in range(n_chan):
             for p in range(k):
                 xs = xp[c, p * wp:]
-                for o in range(0, n_out - 1, 2):
-                    _add_row_tap_dots_pair(dweight[o, c, p], dweight[o + 1, c, p], dyw[o],
-                                           dyw[o + 1], xs, n_t)
-                if n_out % 2:
-                    _add_row_tap_dots(dweight[n_out - 1, c, p], dyw[n_out - 1], xs, n_t)
+                for o in range(0, n_out2, 2):
+                    _add_row_tap_dots(dw2[o, c, p], dw2[o + 1, c, p], dyw[o], dyw[o + 1], xs,
+                                      n_t)
+    dweight[:] = dw2[:n_out]
 
 
 # SGD: the optimizer's whole update of one parameter in one pass over its arrays (no
