@@ -92,31 +92,44 @@ class Linear:
         y += p["bias"]
         return y, (x, p["weight"])
 
-    def backward(self, dy, cache):
+    def backward(self, dy, cache, *, need_dx: bool = True):
         """``dx = dY @ W``, ``dW = dY.T @ X``, ``db = sum_b dY``.
 
         Parameters
         ----------
         dy : ndarray of shape (B, out), dtype of the forward
         cache : the forward's cache
+        need_dx : bool
+            False skips the input gradient (a model's first layer: its input needs none).
 
         Returns
         -------
-        dx : ndarray of shape (B, in)
+        dx : ndarray of shape (B, in), or None when ``need_dx`` is False
         grads : dict with ``weight`` (out, in) and ``bias`` (out,)
         """
         x, weight = cache
         dy = _check_grad(dy, (x.shape[0], self.out_features), x.dtype)
-        return dy @ weight, {"weight": dy.T @ x, "bias": dy.sum(axis=0)}
+        dx = dy @ weight if need_dx else None
+        return dx, {"weight": dy.T @ x, "bias": dy.sum(axis=0)}
+
+
+# Stride-1 convolutions with at most this many ``in_channels * out_channels`` run the direct
+# kernels (``_kernels.conv2d_direct*``), larger ones im2col + GEMM: a GEMM with 64 or more
+# output rows and a few hundred inner terms uses BLAS well, below that the direct loops win
+# (and need no unfolded matrix). Measured by ``bench/train_step.py --conv-rule`` (results in
+# bench/README.md).
+DIRECT_MAX_CHANNEL_PRODUCT = 1024
 
 
 @dataclass(frozen=True)
 class Conv2d:
     """2-D cross-correlation (PyTorch ``Conv2d``): square kernel, stride, zero padding.
 
-    ``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] * x_pad[b, c, i*s + p, j*s + q]``
-    computed as one GEMM over im2col columns (``srigl_ref.nn._kernels``); the backward
-    scatters with ``col2im``.
+    ``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] * x_pad[b, c, i*s + p, j*s + q]``.
+    Two exact implementations, chosen by shape (``direct``): direct loops for stride 1 and
+    few channels (``srigl_ref.nn._kernels.conv2d_direct``, ``conv2d_direct_input_grad``,
+    ``conv2d_direct_weight_grad``), else one GEMM over im2col columns with a ``col2im``
+    scatter in the backward. They agree up to float rounding (tested).
     """
     in_channels: int
     out_channels: int
@@ -131,6 +144,13 @@ class Conv2d:
         check_int("stride", self.stride, low=1)
         check_int("padding", self.padding, low=0)
 
+    @property
+    def direct(self) -> bool:
+        """Whether forward and backward use the direct kernels (see
+        ``DIRECT_MAX_CHANNEL_PRODUCT``) rather than im2col + GEMM."""
+        return (self.stride == 1
+                and self.in_channels * self.out_channels <= DIRECT_MAX_CHANNEL_PRODUCT)
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         k = self.kernel_size
         return {"weight": (self.out_channels, self.in_channels, k, k),
@@ -144,11 +164,14 @@ class Conv2d:
                              f"{self.in_channels} channels and a padded size >= kernel_size")
         return (self.out_channels, oh, ow)
 
-    def forward(self, x, params):
+    def forward(self, x, params, *, direct: bool | None = None):
         """Parameters
         ----------
         x : ndarray of shape (B, C_in, H, W), float32 or float64
         params : dict with ``weight`` (C_out, C_in, k, k) and ``bias`` (C_out,), dtype of x
+        direct : bool or None
+            Force the direct kernels (True, stride 1 only) or im2col (False); None chooses
+            by shape (``self.direct``). The backward follows the forward's choice.
 
         Returns
         -------
@@ -158,38 +181,58 @@ class Conv2d:
         x = _check_input(self, x, None, 4)
         _, oh, ow = self.output_shape(x.shape[1:])
         p = _check_params(self, params, x.dtype)
+        direct = self.direct if direct is None else direct
+        if direct and self.stride != 1:
+            raise ValueError(f"direct == True needs stride == 1, got stride == {self.stride}")
         n_batch = x.shape[0]
+        if direct:
+            y = np.empty((n_batch, self.out_channels, oh, ow), x.dtype)
+            _kernels.conv2d_direct(x, p["weight"], p["bias"], self.padding, y)
+            return y, (x, p["weight"], None)
         cols = _im2col(x, self.kernel_size, self.stride, self.padding)     # [C*k*k, B*oh*ow]
         w_mat = p["weight"].reshape(self.out_channels, -1)                 # [O, C*k*k]
         y = w_mat @ cols                                                   # [O, B*oh*ow]
         y += p["bias"][:, None]
         y = y.reshape(self.out_channels, n_batch, oh, ow).transpose(1, 0, 2, 3)
-        return np.ascontiguousarray(y), (x.shape, cols, w_mat)
+        return np.ascontiguousarray(y), (x, w_mat, cols)
 
-    def backward(self, dy, cache):
-        """``dW = dY @ cols.T``, ``db = sum dY``, ``dx = col2im(W.T @ dY)``.
+    def backward(self, dy, cache, *, need_dx: bool = True):
+        """``dW = dY @ cols.T``, ``db = sum dY``, ``dx = col2im(W.T @ dY)`` (im2col), or
+        the same sums by the direct kernels.
 
         Parameters
         ----------
         dy : ndarray of shape (B, C_out, oh, ow), dtype of the forward
         cache : the forward's cache
+        need_dx : bool
+            False skips the input gradient (a model's first layer: its input needs none).
 
         Returns
         -------
-        dx : ndarray of shape (B, C_in, H, W)
+        dx : ndarray of shape (B, C_in, H, W), or None when ``need_dx`` is False
         grads : dict with ``weight`` (C_out, C_in, k, k) and ``bias`` (C_out,)
         """
-        x_shape, cols, w_mat = cache
-        n_batch, n_chan = x_shape[:2]
-        y_shape = (n_batch, *self.output_shape(x_shape[1:]))
-        dy = _check_grad(dy, y_shape, cols.dtype)
+        x, weight, cols = cache                   # weight [O, C, k, k] or w_mat [O, C*k*k]
+        n_batch, n_chan = x.shape[:2]
+        y_shape = (n_batch, *self.output_shape(x.shape[1:]))
+        dy = _check_grad(dy, y_shape, x.dtype)
+        w_shape = self.param_shapes()["weight"]
+        dx = None
+        if cols is None:
+            if need_dx:
+                dx = np.empty(x.shape, x.dtype)                             # [B, C, H, W]
+                _kernels.conv2d_direct_input_grad(dy, weight, self.padding, dx)
+            d_weight = np.empty(w_shape, x.dtype)                           # [O, C, k, k]
+            _kernels.conv2d_direct_weight_grad(x, dy, self.padding, d_weight)
+            return dx, {"weight": d_weight, "bias": dy.sum(axis=(0, 2, 3))}
         k, (_, _, oh, ow) = self.kernel_size, y_shape
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
-        d_weight = (dy_mat @ cols.T).reshape(self.param_shapes()["weight"])
-        dcols = w_mat.T @ dy_mat                                            # [C*k*k, B*oh*ow]
-        dx = np.zeros(x_shape, cols.dtype)                                  # [B, C, H, W]
-        _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
-                        self.padding, dx)
+        d_weight = (dy_mat @ cols.T).reshape(w_shape)
+        if need_dx:
+            dx = np.zeros(x.shape, x.dtype)                                 # [B, C, H, W]
+            dcols = weight.T @ dy_mat                                       # [C*k*k, B*oh*ow]
+            _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
+                            self.padding, dx)
         return dx, {"weight": d_weight, "bias": dy_mat.sum(axis=1)}
 
 
@@ -217,16 +260,21 @@ class ReLU:
         return tuple(in_shape)
 
     def forward(self, x, params):
-        """x : ndarray (B, ...), float -> y of the same shape; cache: the mask ``x > 0``."""
+        """x : ndarray (B, ...), float -> y of the same shape; cache: y itself (``y > 0``
+        exactly where ``x > 0``: no separate mask array)."""
         x = as_float_array("x", x, finite=False)
         _check_params(self, params, x.dtype)
-        return np.maximum(x, 0), (x > 0, x.dtype)
+        y = np.maximum(x, 0)
+        return y, y
 
     def backward(self, dy, cache):
-        """``dx = dy * (x > 0)``; grads is ``{}``."""
-        positive, dtype = cache
-        dy = _check_grad(dy, positive.shape, dtype)
-        return dy * positive, {}
+        """``dx = dy * (x > 0)``, read as ``y > 0`` in one pass (``_kernels.relu_backward``);
+        grads is ``{}``."""
+        y = cache
+        dy = _check_grad(dy, y.shape, y.dtype)
+        dx = np.empty_like(y)
+        _kernels.relu_backward(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        return dx, {}
 
 
 @dataclass(frozen=True)
@@ -262,7 +310,7 @@ class MaxPool2d:
         x = _check_input(self, x, None, 4)
         _check_params(self, params, x.dtype)
         y_shape = (x.shape[0], *self.output_shape(x.shape[1:]))
-        y, arg = np.empty(y_shape, x.dtype), np.empty(y_shape, np.int64)
+        y, arg = np.empty(y_shape, x.dtype), np.empty(y_shape, np.int32)   # arg < H*W
         _kernels.maxpool2d_forward(x, self.kernel_size, self.step, y, arg)
         return y, (x.shape, arg, x.dtype)
 

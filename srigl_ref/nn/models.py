@@ -128,8 +128,17 @@ class Model:
             raise ValueError("cache must be the list returned by forward(x, train=True)")
         grads = {}
         dy = dlogits
-        for (lname, layer), layer_cache in zip(reversed(self.layers), reversed(cache)):
-            dy, layer_grads = layer.backward(dy, layer_cache)
+        # The model's input needs no gradient: the first layer with parameters skips its
+        # input gradient (as PyTorch skips it for an input that does not require one) and
+        # the parameter-free layers before it are not run backward at all.
+        first = next((i for i, (_, layer) in enumerate(self.layers) if layer.param_shapes()),
+                     len(self.layers))
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            lname, layer = self.layers[i]
+            if i == first and isinstance(layer, (Linear, Conv2d)):
+                dy, layer_grads = layer.backward(dy, cache[i], need_dx=False)
+            else:
+                dy, layer_grads = layer.backward(dy, cache[i])
             for key, g in layer_grads.items():
                 grads[f"{lname}.{key}"] = g
         return {name: grads[name] for name in self.params}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import as_float_array, as_mask, check_int, check_real
+from . import _kernels
 
 
 class SGD:
@@ -75,7 +76,8 @@ class SGD:
         Parameters
         ----------
         grads : dict[str, ndarray]
-            A dense gradient for every parameter, same shapes and dtypes; not modified.
+            A dense gradient for every parameter, same shapes and dtypes; not modified, and
+            not scanned for NaN/inf (they reach the weights, as in PyTorch).
         masks : dict[str, ndarray of bool] or None
             Masks of the sparse weights (any subset of the names); unmasked names are dense.
         lr : float > 0 or None
@@ -104,6 +106,22 @@ class SGD:
         return grad, mask
 
     def _update(self, name, grad, mask, lr) -> None:
+        """The step of the module docstring on one parameter, in place, in one pass
+        (``_kernels.sgd_step``, bit-identical to ``_update_numpy``)."""
+        w, buf = self.params[name], self.momentum_buffers[name]
+        if not (w.flags.c_contiguous and buf.flags.c_contiguous):
+            return self._update_numpy(name, grad, mask, lr)    # the kernel needs flat views
+        scalar = w.dtype.type           # the hyper-parameters in w's dtype, as NumPy uses them
+        args = (scalar(lr), scalar(self.momentum), self.nesterov, scalar(self.weight_decay))
+        if mask is None:
+            _kernels.sgd_step(w.reshape(-1), grad.reshape(-1), buf.reshape(-1), *args)
+        else:
+            _kernels.sgd_step_masked(w.reshape(-1), grad.reshape(-1), mask.reshape(-1),
+                                     buf.reshape(-1), *args)
+
+    def _update_numpy(self, name, grad, mask, lr) -> None:
+        """The step of the module docstring as NumPy array operations: the readable twin of
+        ``_update`` (tested bit-identical), also used for non-contiguous parameters."""
         w, buf = self.params[name], self.momentum_buffers[name]
         g = grad * mask if mask is not None else grad.copy()   # never touch the caller's grad
         if self.weight_decay:

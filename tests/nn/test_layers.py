@@ -50,6 +50,38 @@ def test_conv2d_gradients(rng, c_in, c_out, k, stride, padding, hw):
     _check_layer(layer, x, _params(layer, rng), rng)
 
 
+class _ForcedConv:
+    """A Conv2d whose forward always takes one implementation (``direct``)."""
+
+    def __init__(self, conv, direct):
+        self.conv, self.direct = conv, direct
+
+    def forward(self, x, params):
+        return self.conv.forward(x, params, direct=self.direct)
+
+    def backward(self, dy, cache):
+        return self.conv.backward(dy, cache)
+
+    def __repr__(self):
+        return f"{self.conv} (direct={self.direct})"
+
+
+@pytest.mark.parametrize("use_direct", [True, False])
+@pytest.mark.parametrize("c_in, c_out, k, padding, hw", [
+    (1, 6, 5, 2, (6, 7)),        # LeNet-5 conv1, small image
+    (6, 5, 5, 0, (7, 6)),        # conv2-like, odd channel counts
+    (3, 2, 3, 1, (4, 5)),
+    (2, 3, 1, 0, (3, 3)),
+    (2, 2, 4, 3, (2, 3)),        # padding >= kernel_size - 1, a kernel size of neither 3 nor 5
+    (1, 1, 7, 1, (6, 8)),        # taps grouped 5 + 1 + 1
+])
+def test_conv2d_gradients_of_each_implementation(rng, use_direct, c_in, c_out, k, padding,
+                                                 hw):
+    conv = Conv2d(c_in, c_out, k, padding=padding)
+    x = rng.standard_normal((2, c_in, *hw))
+    _check_layer(_ForcedConv(conv, use_direct), x, _params(conv, rng), rng)
+
+
 def test_relu_gradients(rng):
     x = rng.standard_normal((3, 4, 5))
     x[np.abs(x) < 1e-3] = 0.5                              # keep away from the kink
@@ -67,6 +99,16 @@ def test_relu_backward_at_exact_zeros(dtype):
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     np.testing.assert_array_equal(dx, [[0, 0, 0, 4, 5], [0, 7, 0, 0, 0]])
     assert dx.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_is_dy_times_positive_bitwise(rng, dtype):
+    x = rng.choice(np.array([-1.5, -0.0, 0.0, 2.0, np.nan, np.inf], dtype), size=(4, 30))
+    dy = rng.choice(np.array([-3.0, -0.0, 0.5, np.nan], dtype), size=(4, 30))
+    y, cache = ReLU().forward(x, {})
+    dx, _ = ReLU().backward(dy, cache)
+    np.testing.assert_array_equal(y.view(np.uint8), np.maximum(x, 0).view(np.uint8))
+    np.testing.assert_array_equal(dx.view(np.uint8), (dy * (x > 0)).view(np.uint8))
 
 
 @pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (2, 1)])
@@ -120,6 +162,83 @@ def test_conv2d_backward_is_the_adjoint(case):
     np.testing.assert_allclose((p["weight"] * grads["weight"]).sum(), inner, rtol=1e-10,
                                atol=1e-10)
     np.testing.assert_allclose(grads["bias"], dy.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@st.composite
+def stride1_conv_cases(draw):
+    """(layer, x, params, dy): a stride-1 Conv2d of any kernel size, padding and channel
+    counts (odd and even: the direct kernels pair channels), float32 or float64."""
+    k = draw(st.integers(1, 7))
+    padding = draw(st.integers(0, k))
+    low = max(1, k - 2 * padding)
+    h, w = draw(st.integers(low, low + 9)), draw(st.integers(low, low + 9))
+    n_batch, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    layer = Conv2d(c_in, c_out, k, padding=padding)
+    x = rng.standard_normal((n_batch, c_in, h, w)).astype(dtype)
+    dy = rng.standard_normal((n_batch, *layer.output_shape(x.shape[1:]))).astype(dtype)
+    return layer, x, _params(layer, rng, dtype), dy
+
+
+@given(stride1_conv_cases())
+def test_conv2d_direct_equals_im2col(case):
+    """Forward, input gradient, weight and bias gradients of the direct kernels equal the
+    im2col + GEMM results up to float rounding, in both dtypes."""
+    layer, x, p, dy = case
+    y_direct, cache_direct = layer.forward(x, p, direct=True)
+    y_gemm, cache_gemm = layer.forward(x, p, direct=False)
+    dx_direct, g_direct = layer.backward(dy, cache_direct)
+    dx_gemm, g_gemm = layer.backward(dy, cache_gemm)
+    tol = 1e-12 if x.dtype == np.float64 else 2e-5
+    terms = layer.in_channels * layer.kernel_size ** 2            # summands per output
+    for got, want in [(y_direct, y_gemm), (dx_direct, dx_gemm),
+                      (g_direct["weight"], g_gemm["weight"]), (g_direct["bias"], g_gemm["bias"])]:
+        assert got.dtype == want.dtype == x.dtype and got.shape == want.shape
+        scale = tol * np.sqrt(terms * x.shape[0] * x.shape[2] * x.shape[3])
+        np.testing.assert_allclose(got, want, rtol=tol, atol=scale)
+
+
+@given(stride1_conv_cases())
+def test_conv2d_direct_forward_matches_naive(case):
+    layer, x, p, _ = case
+    y, _ = layer.forward(x.astype(np.float64), {k: v.astype(np.float64) for k, v in p.items()},
+                         direct=True)
+    want = conv2d_naive(x.astype(np.float64), p["weight"].astype(np.float64),
+                        p["bias"].astype(np.float64), 1, layer.padding)
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer, x_shape, direct", [
+    (Linear(5, 3), (4, 5), None),
+    (Conv2d(2, 3, 3, padding=1), (2, 2, 5, 4), True),
+    (Conv2d(2, 3, 3, padding=1), (2, 2, 5, 4), False),
+    (Conv2d(2, 3, 3, stride=2), (2, 2, 5, 4), None),
+])
+def test_backward_without_input_gradient(rng, layer, x_shape, direct):
+    """``need_dx=False`` returns no dx and the same parameter gradients, bit for bit."""
+    x = rng.standard_normal(x_shape)
+    params = _params(layer, rng)
+    kwargs = {} if direct is None else {"direct": direct}
+    y, cache = layer.forward(x, params, **kwargs)
+    dy = rng.standard_normal(y.shape)
+    _, want = layer.backward(dy, cache)
+    dx, grads = layer.backward(dy, cache, need_dx=False)
+    assert dx is None and set(grads) == set(want)
+    for key in want:
+        np.testing.assert_array_equal(grads[key], want[key])
+
+
+def test_conv2d_chooses_direct_by_shape():
+    assert Conv2d(1, 6, 5, padding=2).direct and Conv2d(6, 16, 5).direct
+    assert not Conv2d(6, 16, 5, stride=2).direct
+    assert not Conv2d(64, 64, 3, padding=1).direct
+
+
+def test_conv2d_direct_needs_stride_1(rng):
+    layer = Conv2d(1, 2, 3, stride=2)
+    with pytest.raises(ValueError, match=r"direct == True needs stride == 1, got stride == 2"):
+        layer.forward(np.zeros((1, 1, 5, 5)), _params(layer, rng), direct=True)
 
 
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8),

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from srigl_ref.nn.optim import SGD, CosineLR, StepLR
 
@@ -158,3 +160,64 @@ def test_schedule_validation_messages():
         CosineLR(0.1, 10, warmup_steps=10)
     with pytest.raises(ValueError, match=r"step == -1, must be in \[0, inf\]"):
         CosineLR(0.1, 10)(-1)
+
+
+@st.composite
+def sgd_cases(draw):
+    """Parameters (one sparse weight with its mask, one dense bias), hyper-parameters and a
+    few gradient steps; values include zeros, negative zeros and repeated entries."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (draw(st.integers(1, 9)), draw(st.integers(1, 40)))
+    mask = rng.random(shape) < draw(st.floats(0.0, 1.0))
+    pool = np.array([0.0, -0.0, 1.5, -2.25, 1e-3], dtype)
+
+    def values(s):
+        v = rng.standard_normal(s).astype(dtype)
+        pick = rng.random(s) < 0.2
+        v[pick] = rng.choice(pool, size=int(pick.sum()))
+        return v
+
+    params = {"w": values(shape) * mask, "b": values(shape[:1])}
+    grads = [{k: values(v.shape) for k, v in params.items()} for _ in range(3)]
+    momentum = draw(st.sampled_from([0.0, 0.5, 0.9]))
+    hyper = dict(lr=draw(st.sampled_from([0.1, 0.01, 0.3])), momentum=momentum,
+                 nesterov=momentum > 0 and draw(st.booleans()),
+                 weight_decay=draw(st.sampled_from([0.0, 5e-4, 1e-4])))
+    return params, {"w": mask}, grads, hyper
+
+
+@given(sgd_cases())
+def test_fused_step_is_bit_identical_to_the_numpy_sequence(case):
+    params, masks, grads, hyper = case
+    fused = SGD({k: v.copy() for k, v in params.items()}, **hyper)
+    twin = SGD({k: v.copy() for k, v in params.items()}, **hyper)
+    twin._update = twin._update_numpy
+    for g in grads:
+        fused.step(g, masks)
+        twin.step(g, masks)
+        for name in params:
+            for got, want in [(fused.params[name], twin.params[name]),
+                              (fused.momentum_buffers[name], twin.momentum_buffers[name])]:
+                assert got.dtype == want.dtype
+                # bitwise, so -0.0 against 0.0 would fail
+                np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_non_contiguous_parameter_is_updated_in_place(rng):
+    base = rng.standard_normal((4, 6))
+    params = {"w": base.T}                                    # F-contiguous view
+    mask = rng.random((6, 4)) < 0.5
+    grad = rng.standard_normal((6, 4))
+    want = {"w": base.T.copy()}
+    SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3).step({"w": grad}, {"w": mask})
+    twin = SGD(want, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    twin.step({"w": grad}, {"w": mask})
+    assert np.shares_memory(params["w"], base)
+    np.testing.assert_array_equal(params["w"], want["w"])
+
+
+def test_non_finite_gradients_reach_the_weights():
+    params = {"w": np.ones(3, np.float32)}
+    SGD(params, lr=0.1, momentum=0.0).step({"w": np.array([np.nan, np.inf, 0], np.float32)})
+    assert np.isnan(params["w"][0]) and params["w"][1] == -np.inf and params["w"][2] == 1
