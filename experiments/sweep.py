@@ -226,7 +226,7 @@ def train_argv(config: TrainConfig) -> list[str]:
             continue
         if f.name == "ablation":
             argv.append("--no-ablation")
-        elif f.name in ("nesterov", "warmup_epochs", "ablation_base", "exempt_last_layer",
+        elif f.name in ("nesterov", "ablation_base", "exempt_last_layer",
                         "dense_layers"):
             raise ValueError(f"config.{f.name} == {value!r}: srigl-ref train has no option "
                              f"for it, must be {getattr(_DEFAULTS, f.name)!r}")

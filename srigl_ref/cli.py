@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train(sub) -> None:
     from .train import ENGINES, METHODS, TrainConfig
     from .data import DATASETS
-    from .nn.models import MODELS
+    from .nn.models import DENSE_INITS, MODELS, SPARSE_INITS
     d = TrainConfig()
     p = sub.add_parser("train", help="train a sparse network (default: SRigL, LeNet-300-100, "
                        "Fashion-MNIST, density 0.1, ERK)",
@@ -69,10 +69,13 @@ def _add_train(sub) -> None:
     p.add_argument("--distribution", choices=("erk", "uniform", "er"), default=d.distribution)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: the model's, see README)")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear learning-rate warm-up (default: the model's, see README)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--delta", type=int, default=d.delta, help="steps between topology updates")
     p.add_argument("--alpha", type=float, default=d.alpha, help="initial drop fraction")
@@ -80,7 +83,11 @@ def _add_train(sub) -> None:
     p.add_argument("--grad-accumulation-n", type=int, default=d.grad_accumulation_n)
     p.add_argument("--gamma-sal", type=float, default=d.gamma_sal)
     p.add_argument("--no-ablation", action="store_true", help="SRigL without neuron ablation")
-    p.add_argument("--init", choices=("kaiming", "official"), default=d.init)
+    p.add_argument("--init", choices=DENSE_INITS, default=None,
+                   help="dense init of conv/linear layers (default: the model's, see README)")
+    p.add_argument("--sparse-init", choices=SPARSE_INITS, default=d.sparse_init,
+                   help="sparse weights re-drawn at the active fan-in, the authors' "
+                   "'official' scale, or the dense init masked (default %(default)s)")
     p.add_argument("--dense-first-layer", action="store_true")
     p.add_argument("--n-train", type=int, default=None,
                    help="use only the first N training examples (quick runs)")
@@ -115,9 +122,11 @@ def _train(args) -> int:
             density=args.density, distribution=args.distribution, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
             weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+            warmup_epochs=args.warmup_epochs,
             seed=args.seed, delta=args.delta, alpha=args.alpha,
             t_end_fraction=args.t_end_fraction, grad_accumulation_n=args.grad_accumulation_n,
             gamma_sal=args.gamma_sal, ablation=not args.no_ablation, init=args.init,
+            sparse_init=args.sparse_init,
             dense_layers=(0,) if args.dense_first_layer else (), n_train=args.n_train,
             engine=args.engine, hidden=None if args.hidden is None else tuple(args.hidden))
         out = Path(args.out or f"runs/{config.method}_{config.model}_{config.dataset}_"

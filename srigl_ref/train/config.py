@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 
 from .. import data, dst
 from .._validate import check_choice, check_density, check_int, check_real
-from ..nn.models import INITS, MODELS
+from ..nn.models import DENSE_INITS, MODEL_DEFAULTS, MODELS, SPARSE_INITS
 from .engines import ENGINES
 from .methods import REGISTRY
 
@@ -21,12 +21,12 @@ class TrainConfig:
     distribution: str = "erk"
     epochs: int = 20
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float | None = None           # None: the model's (nn.models.MODEL_DEFAULTS)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    warmup_epochs: int = 0
+    warmup_epochs: int | None = None  # None: the model's (nn.models.MODEL_DEFAULTS)
     seed: int = 0
     delta: int = 100
     alpha: float = 0.3
@@ -36,7 +36,8 @@ class TrainConfig:
     ablation: bool = True
     ablation_base: str = "sparse"
     exempt_last_layer: bool = True
-    init: str = "kaiming"
+    init: str | None = None           # dense init (nn.models.dense_init); None: the model's
+    sparse_init: str = "fan_in"       # sparse init on top of it (nn.models.sparse_init)
     dense_layers: tuple[int, ...] = ()
     n_train: int | None = None        # use only the first n training examples (quick runs)
     engine: str = "masked"            # "condensed": truly sparse SRigL (condensed_engine.py)
@@ -46,10 +47,19 @@ class TrainConfig:
         check_choice("method", self.method, tuple(REGISTRY))
         check_choice("model", self.model, MODELS)
         check_choice("distribution", self.distribution, dst.sparsity.DISTRIBUTIONS)
-        check_choice("init", self.init, INITS)
         check_choice("dataset", self.dataset, data.DATASETS)
         check_density("density", self.density)
         check_int("epochs", self.epochs, low=1)
+        defaults = MODEL_DEFAULTS[self.model]         # recorded resolved, in the saved config
+        if self.init is None:
+            object.__setattr__(self, "init", defaults["init"])
+        if self.lr is None:
+            object.__setattr__(self, "lr", defaults["lr"])
+        if self.warmup_epochs is None:
+            object.__setattr__(self, "warmup_epochs",
+                               min(defaults["warmup_epochs"], self.epochs - 1))
+        check_choice("init", self.init, DENSE_INITS)
+        check_choice("sparse_init", self.sparse_init, SPARSE_INITS)
         check_int("batch_size", self.batch_size, low=1)
         check_real("lr", self.lr, low=0.0, low_open=True)
         check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
@@ -66,6 +76,9 @@ class TrainConfig:
             check_int("n_train", self.n_train, low=1)
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
         check_choice("engine", self.engine, ENGINES)
+        if self.engine == "condensed" and self.model not in ("mlp", "lenet5", "cnn"):
+            raise ValueError(f"engine == 'condensed' handles models without BatchNorm ('mlp', "
+                             f"'lenet5', 'cnn'), got model == {self.model!r}")
         if self.engine == "condensed" and REGISTRY[self.method].structure != "constant_fan_in":
             raise ValueError(f"engine == 'condensed' needs method == 'srigl' (constant "
                              f"fan-in), got method == {self.method!r}")

@@ -105,7 +105,7 @@ class Trainer:
                              else {"hidden": list(config.hidden)}}
         arch = self.architecture
         self.model = build_model(arch["name"], self.data.input_shape, arch["n_classes"],
-                                 rng=self.rng, **arch["kwargs"])
+                                 rng=self.rng, init=config.init, **arch["kwargs"])
         self.steps_per_epoch = math.ceil(len(self.data.y_train) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.schedule = dst.UpdateSchedule.from_total(
@@ -123,7 +123,8 @@ class Trainer:
         self.structure = self.method.structure
         self.state = RunState()
         if self.method.sparse:
-            self.state.masks = sparse_init(self.model, self.sparsities, self.rng, config.init,
+            self.state.masks = sparse_init(self.model, self.sparsities, self.rng,
+                                           config.sparse_init, dense_init=config.init,
                                            structure=self.structure)
         self.state.ever_active = {n: m.copy() for n, m in self._all_masks().items()}
         self.state.initial_masks = {n: m.copy() for n, m in self._all_masks().items()}

@@ -1,13 +1,17 @@
 """Layers: gradient checks (input and parameters), conv / max-pool against naive loops,
-the adjoint identity of conv's backward, dtypes, validation messages, no mutation."""
+the adjoint identity of conv's backward, dtypes, validation messages, no mutation;
+BatchNorm (training and evaluation mode, running statistics) and the residual block."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from srigl_ref.nn.layers import Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, ReLU
+from srigl_ref.nn.layers import (BasicBlock, BatchNorm1d, BatchNorm2d, BiasFreeConv2d, Conv2d,
+                                 Flatten, GlobalAvgPool, Linear, MaxPool2d, ReLU)
 from tests.gradcheck import check_gradient
 from tests.nn.naive import conv2d_naive, maxpool2d_naive
 
@@ -320,3 +324,140 @@ def test_backward_validation_messages(rng):
     with pytest.raises(TypeError, match=r"dy.dtype == float64, must equal the forward's "
                                         r"dtype float32"):
         lin.backward(np.zeros((2, 3)), cache)
+
+
+# --- BatchNorm, bias-free conv, residual block ------------------------------------------
+
+def _buffers(layer, rng, dtype=np.float64):
+    """Non-trivial running statistics (variance > 0)."""
+    return {k: (rng.standard_normal(s) if k.endswith("mean") else rng.uniform(0.5, 2.0, s))
+            .astype(dtype) for k, s in layer.buffer_shapes().items()}
+
+
+def _check_stateful(layer, x, params, buffers, rng, *, train, floor=1e-4):
+    """``_check_layer`` for layers with buffers: ``sum(y * R)`` in one mode. ``floor``: see
+    ``check_gradient`` (deeper compositions carry more round-off on tiny gradients)."""
+    y, cache, _ = layer.forward(x, params, buffers, train=train)
+    r = rng.standard_normal(y.shape)
+
+    def loss():
+        return float((layer.forward(x, params, buffers, train=train)[0] * r).sum())
+
+    dx, grads = layer.backward(r, cache)
+    assert list(grads) == list(params)
+    check_gradient(loss, x, dx, name=f"{layer} input (train={train})", floor=floor)
+    for key, p in params.items():
+        check_gradient(loss, p, grads[key], name=f"{layer} {key} (train={train})", floor=floor)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("layer, x_shape", [(BatchNorm2d(3), (4, 3, 2, 3)),
+                                            (BatchNorm1d(5), (6, 5))])
+def test_batchnorm_gradients(rng, layer, x_shape, train):
+    x = rng.standard_normal(x_shape) * 2 + 0.5
+    _check_stateful(layer, x, _params(layer, rng), _buffers(layer, rng), rng, train=train)
+
+
+def test_batchnorm2d_forward_and_running_statistics(rng):
+    """Against the formulas written out per channel (PyTorch's definition)."""
+    layer = BatchNorm2d(3, momentum=0.2, eps=1e-3)
+    x = rng.standard_normal((4, 3, 5, 2)) * 3 + 1
+    params, buffers = _params(layer, rng), _buffers(layer, rng)
+    x_before = x.copy()
+    buffers_before = {k: v.copy() for k, v in buffers.items()}
+    y, _, new = layer.forward(x, params, buffers, train=True)
+    for c in range(3):
+        v = x[:, c].reshape(-1)                                     # the 40 values of c
+        mean, var = v.sum() / v.size, ((v - v.sum() / v.size) ** 2).sum() / v.size
+        want = params["weight"][c] * (x[:, c] - mean) / math.sqrt(var + 1e-3) + params["bias"][c]
+        np.testing.assert_allclose(y[:, c], want, rtol=1e-12, atol=1e-12)
+        unbiased = var * v.size / (v.size - 1)
+        assert new["running_mean"][c] == pytest.approx(
+            0.8 * buffers["running_mean"][c] + 0.2 * mean, rel=1e-12)
+        assert new["running_var"][c] == pytest.approx(
+            0.8 * buffers["running_var"][c] + 0.2 * unbiased, rel=1e-12)
+    np.testing.assert_array_equal(x, x_before)                      # nothing mutated
+    for k in buffers:
+        np.testing.assert_array_equal(buffers[k], buffers_before[k])
+    y_eval, _, same = layer.forward(x, params, new, train=False)
+    assert all(np.array_equal(same[k], new[k]) for k in new)       # evaluation: unchanged
+    want = ((x - new["running_mean"][:, None, None]) / np.sqrt(new["running_var"] + 1e-3)
+            [:, None, None] * params["weight"][:, None, None] + params["bias"][:, None, None])
+    np.testing.assert_allclose(y_eval, want, rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_float32_and_validation_messages(rng):
+    layer = BatchNorm1d(4)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    p32, b32 = _params(layer, rng, np.float32), _buffers(layer, rng, np.float32)
+    y, _, new = layer.forward(x, p32, b32, train=True)
+    assert y.dtype == np.float32 and all(v.dtype == np.float32 for v in new.values())
+    with pytest.raises(ValueError, match=r"x.shape == \(1, 4\): training mode needs more "
+                                         r"than one value per channel"):
+        layer.forward(x[:1], p32, b32, train=True)
+    layer.forward(x[:1], p32, b32, train=False)                     # evaluation: fine
+    with pytest.raises(ValueError, match=r"input shape \(3,\) does not fit BatchNorm1d"):
+        layer.forward(x[:, :3], p32, b32, train=True)
+    with pytest.raises(ValueError, match=r"buffers has keys \['running_mean'\], must have "
+                                         r"keys \['running_mean', 'running_var'\]"):
+        layer.forward(x, p32, {"running_mean": b32["running_mean"]}, train=True)
+    with pytest.raises(TypeError, match=r"buffers\['running_var'\].dtype == float64, must "
+                                        r"equal x.dtype == float32"):
+        layer.forward(x, p32, {**b32, "running_var": np.ones(4)}, train=True)
+    with pytest.raises(ValueError, match=r"momentum == 1.5, must be in \[0, 1\]"):
+        BatchNorm2d(4, momentum=1.5)
+
+
+def test_bias_free_conv_is_conv_with_zero_bias(rng):
+    layer = BiasFreeConv2d(2, 3, 3, stride=2, padding=1)
+    assert layer.param_shapes() == {"weight": (3, 2, 3, 3)}
+    x = rng.standard_normal((2, 2, 5, 6))
+    params = _params(layer, rng)
+    y, _ = layer.forward(x, params)
+    want, _ = Conv2d(2, 3, 3, 2, 1).forward(x, {**params, "bias": np.zeros(3)})
+    np.testing.assert_array_equal(y, want)
+    _check_layer(layer, x, params, rng)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("c_in, c_out, stride", [(3, 3, 1), (2, 4, 2), (3, 2, 1)])
+def test_basic_block_gradients(rng, c_in, c_out, stride, train):
+    """Identity shortcut (3 -> 3, stride 1) and 1x1 projections (channels and/or stride)."""
+    block = BasicBlock(c_in, c_out, stride)
+    assert block.projection == (stride != 1 or c_in != c_out)
+    x = rng.standard_normal((3, c_in, 5, 4))
+    _check_stateful(block, x, _params(block, rng), _buffers(block, rng), rng, train=train,
+                    floor=1e-3)
+
+
+def test_basic_block_names_and_forward(rng):
+    block = BasicBlock(2, 4, 2)
+    assert list(block.param_shapes()) == [
+        "conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.weight", "bn2.bias",
+        "shortcut.0.weight", "shortcut.1.weight", "shortcut.1.bias"]
+    assert list(block.buffer_shapes()) == [
+        "bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var",
+        "shortcut.1.running_mean", "shortcut.1.running_var"]
+    assert block.output_shape((2, 7, 6)) == (4, 4, 3)
+    identity = BasicBlock(3, 3)
+    assert "shortcut.0.weight" not in identity.param_shapes()
+    # the identity block is relu(main + x): written out with the sub-layers
+    x = rng.standard_normal((2, 3, 4, 4))
+    p, b = _params(identity, rng), _buffers(identity, rng)
+    y, _, new = identity.forward(x, p, b, train=True)
+    bn = BatchNorm2d(3)
+
+    def sub(name):
+        return {k.rpartition(".")[2]: v for k, v in p.items() if k.startswith(name + ".")}
+
+    def state(name):
+        return {k.rpartition(".")[2]: v for k, v in b.items() if k.startswith(name + ".")}
+
+    conv = BiasFreeConv2d(3, 3, 3, 1, 1)
+    h, _ = conv.forward(x, sub("conv1"))
+    h, _, bn1 = bn.forward(h, sub("bn1"), state("bn1"), train=True)
+    h, _ = conv.forward(np.maximum(h, 0), sub("conv2"))
+    h, _, bn2 = bn.forward(h, sub("bn2"), state("bn2"), train=True)
+    np.testing.assert_allclose(y, np.maximum(h + x, 0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(new["bn1.running_var"], bn1["running_var"])
+    np.testing.assert_array_equal(new["bn2.running_mean"], bn2["running_mean"])
