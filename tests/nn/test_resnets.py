@@ -13,7 +13,7 @@ from srigl_ref.nn.losses import softmax_cross_entropy
 from srigl_ref.nn.models import build_model
 from srigl_ref.nn.optim import SGD
 from srigl_ref.train import TrainConfig, Trainer
-from tests.test_data import cifar_records
+from tests.data.test_data import cifar_records
 
 
 def test_narrow_resnet_learns_and_evaluates_with_running_statistics(rng):
