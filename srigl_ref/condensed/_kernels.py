@@ -575,7 +575,7 @@ def matmat_rows(xT, values, index, rows, bias, yT):
 
     xT : [in, B]; values : [n_active, k]; index : [n_active, k] uint16/uint32;
     rows : [n_active] int64, ascending, in [0, out); bias : [out]; yT : [out, B] (written).
-    Slow twin: ``tests/test_condensed_training.py::naive_forward``.
+    Slow twin: ``tests/train/test_condensed_engine.py::naive_forward``.
     """
     for o in range(yT.shape[0]):
         _fill_bias_rows(bias, yT, o)
@@ -611,7 +611,7 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
     dyT : [out, B]; xT : [in, B]; values : [n_active, k]; index : [n_active, k];
     rows : [n_active]; dxT : [in, B], zeroed by the caller (untouched when ``need_dx`` is
     False); dvalues : [n_active, k] (written); need_dx : bool. Rows of ``dyT`` of ablated
-    neurons are never read. Slow twin: ``tests/test_condensed_training.py::naive_backward``.
+    neurons are never read. Slow twin: ``tests/train/test_condensed_engine.py::naive_backward``.
     """
     for r in range(values.shape[0]):
         _row_backward(dyT, xT, values, index, rows, r, dxT, dvalues, need_dx)

@@ -30,7 +30,7 @@ def im2col(x, stride, padding, cols):
     """Unfold x [B, C, H, W] into ``cols`` [C, k, k, B, oh, ow] (zero padding), in place.
 
     ``cols[c, p, q, b, i, j] = x[b, c, i*stride - padding + p, j*stride - padding + q]``,
-    0 outside the image. Slow twin: ``tests/nn/naive.py::conv2d_naive`` (via the forward).
+    0 outside the image. Slow twin: ``tests/nn/naive_layers.py::conv2d`` (via the forward).
     """
     n_chan, k, _, n_batch, oh, ow = cols.shape
     height, width = x.shape[2], x.shape[3]
@@ -75,7 +75,7 @@ def maxpool2d_forward(x, size, stride, y, arg):
     [B, C, oh, ow], and into ``arg`` (int32, same shape) the flat index ``row * W + col`` of
     each window's first maximum in row-major order. The running maximum is updated by
     selects, not branches (random data mispredicts about every other comparison). Slow twin:
-    ``tests/nn/naive.py::maxpool2d_naive``."""
+    ``tests/nn/naive_layers.py::maxpool2d``."""
     n_batch, n_chan, oh, ow = y.shape
     width = x.shape[3]
     for b in range(n_batch):
@@ -193,7 +193,7 @@ def conv2d_direct(x, weight, bias, padding, y):
     """Stride-1 convolution ``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] *
     x_pad[b, c, i + p, j + q]`` of x [B, C, H, W] with weight [O, C, k, k] into ``y``
     [B, O, oh, ow] (``oh = H + 2*padding - k + 1``), in place, without an unfolded matrix.
-    Slow twin: ``tests/nn/naive.py::conv2d_naive``.
+    Slow twin: ``tests/nn/naive_layers.py::conv2d``.
     """
     n_batch, n_chan, height, width = x.shape
     n_out, _, k, _ = weight.shape

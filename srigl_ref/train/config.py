@@ -10,6 +10,12 @@ from .engines import ENGINES
 from .methods import REGISTRY
 
 
+# Configs written when one ``init`` named both choices: "kaiming" re-drew the active weights
+# at each row's fan-in, "official" was the authors' scaled variant; both on Kaiming-normal.
+LEGACY_INITS = {"kaiming": {"init": "kaiming", "sparse_init": "fan_in"},
+                "official": {"init": "kaiming", "sparse_init": "official"}}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a run (stored in ``model.npz`` and ``summary.json``)."""
@@ -92,6 +98,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
+        if "sparse_init" not in d and d.get("init") in LEGACY_INITS:
+            d = {**d, **LEGACY_INITS[d["init"]]}          # a config written before the split
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"config has unknown key(s) {sorted(unknown)}")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from srigl_ref.nn.layers import (BasicBlock, BatchNorm1d, BatchNorm2d, BiasFreeConv2d, Conv2d,
                                  Flatten, GlobalAvgPool, Linear, MaxPool2d, ReLU)
 from tests.gradcheck import check_gradient
-from tests.nn.naive import conv2d_naive, maxpool2d_naive
+from tests.nn import naive_layers as naive
 
 
 def _params(layer, rng, dtype=np.float64):
@@ -145,7 +145,7 @@ def conv_cases(draw):
 def test_conv2d_forward_matches_naive(case):
     layer, x, p, _ = case
     y, _ = layer.forward(x, p)
-    want = conv2d_naive(x, p["weight"], p["bias"], layer.stride, layer.padding)
+    want = naive.conv2d(x, p["weight"], p["bias"], layer.stride, layer.padding)
     assert y.shape == want.shape == (len(x), *layer.output_shape(x.shape[1:]))
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     p32 = {key: v.astype(np.float32) for key, v in p.items()}
@@ -208,7 +208,7 @@ def test_conv2d_direct_forward_matches_naive(case):
     layer, x, p, _ = case
     y, _ = layer.forward(x.astype(np.float64), {k: v.astype(np.float64) for k, v in p.items()},
                          direct=True)
-    want = conv2d_naive(x.astype(np.float64), p["weight"].astype(np.float64),
+    want = naive.conv2d(x.astype(np.float64), p["weight"].astype(np.float64),
                         p["bias"].astype(np.float64), 1, layer.padding)
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
 
@@ -251,7 +251,7 @@ def test_maxpool_forward_matches_naive(size, stride, h_extra, w_extra, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, 2, size + h_extra - 1, size + w_extra - 1)).astype(np.float32)
     y, _ = MaxPool2d(size, stride).forward(x, {})
-    np.testing.assert_array_equal(y, maxpool2d_naive(x, size, stride))
+    np.testing.assert_array_equal(y, naive.maxpool2d(x, size, stride))
 
 
 def test_maxpool_gradient_goes_to_the_first_maximum():

@@ -416,3 +416,14 @@ def test_observers_see_every_update(tmp_path):
             assert np.array_equal(layer.mask, u.mask)     # each update starts from the last
     for layer, u in events[-1].layers:
         assert np.array_equal(t.state.masks[layer.name], u.mask)
+
+
+@pytest.mark.parametrize("old, dense, sparse", [("kaiming", "kaiming", "fan_in"),
+                                                ("official", "kaiming", "official")])
+def test_config_written_before_the_init_split_still_loads(old, dense, sparse):
+    from dataclasses import asdict
+    d = asdict(TrainConfig(model="lenet5", lr=0.1, warmup_epochs=0))
+    d.pop("sparse_init")
+    d["init"] = old
+    cfg = TrainConfig.from_dict(d)
+    assert (cfg.init, cfg.sparse_init, cfg.lr, cfg.warmup_epochs) == (dense, sparse, 0.1, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def conv2d_naive(x, weight, bias, stride, padding):
+def conv2d(x, weight, bias, stride, padding):
     """``y[b, o, i, j] = bias[o] + sum_{c,p,q} W[o, c, p, q] * x_pad[b, c, i*s+p, j*s+q]``,
     one output position at a time. x [B, C, H, W], weight [O, C, k, k] -> y [B, O, oh, ow]."""
     n_batch, _, height, width = x.shape
@@ -20,7 +20,7 @@ def conv2d_naive(x, weight, bias, stride, padding):
     return y
 
 
-def maxpool2d_naive(x, size, stride):
+def maxpool2d(x, size, stride):
     """Max over each ``size x size`` window at ``stride``, one output position at a time."""
     n_batch, n_chan, height, width = x.shape
     oh, ow = (height - size) // stride + 1, (width - size) // stride + 1
