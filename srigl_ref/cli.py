@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(constant fan-in dynamic sparse training with neuron ablation).",
                      epilog="Documentation in the source repository: docs/algorithm.md (the "
                      "algorithm, step by step), docs/api.md (the Python API, the commands "
-                     "and their files), docs/interchange.md (case files).")
+                     "and their files), docs/interchange.md (case files), "
+                     "docs/cross-validation.md (checking another implementation).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="COMMAND")
     _add_train(sub)
