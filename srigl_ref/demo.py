@@ -73,13 +73,13 @@ def explain_update(weight, mask, grad, *, sparsity: float, drop_fraction: float,
     lines += _draw(_cells(mask), [f"{n}" for n in mask.sum(axis=1)])
 
     counts = reference.prune_keep_counts(mask, weight, drop_fraction)
-    nnz = int(np.count_nonzero(weight))
-    guard = (f"nnz = {nnz} < {counts.n_ones - int(counts.n_ones * drop_fraction)}: n_keep "
-             f"lowered to nnz" if nnz < counts.n_ones - int(counts.n_ones * drop_fraction)
-             else f"nnz = {nnz} >= n_keep: no guard")
+    n_drop = int(counts.n_ones * drop_fraction)                         # before the guard
+    guard = ("no guard" if counts.n_keep == counts.n_ones - n_drop else
+             f"only {counts.n_keep} weights are nonzero: the nnz guard lowers n_keep to "
+             f"{counts.n_keep}, so n_prune = {counts.n_prune}")
     lines += ["", "step 1-2  counts (docs/algorithm.md §6.2)",
-              f"  n_ones = {counts.n_ones}, n_prune = int(n_ones * df) = {counts.n_prune}, "
-              f"n_keep = {counts.n_keep} ({guard})"]
+              f"  n_ones = {counts.n_ones}, int(n_ones * df) = {n_drop}, n_keep = "
+              f"{counts.n_ones - n_drop} ({guard})"]
 
     salient = (reference.top_n(ws, counts.n_keep)
                | reference.top_n(gs, counts.n_prune))                      # [out, in] bool
