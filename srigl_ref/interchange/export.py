@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validate import check_choice
-from ..checkpoint import Checkpoint, atomic_write, load_checkpoint
+from ..checkpoint import Checkpoint, atomic_write, load_checkpoint, run_file
 from .safetensors import write_safetensors
 
 FORMATS = ("safetensors", "pt-compatible-npz")
@@ -74,8 +74,7 @@ def export_model(source, out=None, *, format: str) -> Path:
         Unknown format; no or invalid ``model.npz`` (naming the file).
     """
     check_choice("format", format, FORMATS)
-    source = Path(source)
-    model = source / "model.npz" if source.is_dir() else source
+    model = run_file(source, "model.npz")
     ckpt = load_checkpoint(model)
     out = Path(out) if out is not None else model.parent / DEFAULT_NAMES[format]
     state = pt_state_dict(ckpt)

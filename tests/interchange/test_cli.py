@@ -82,7 +82,8 @@ def test_stable_replay_of_tied_golden_folder_exits_1(capsys):
     (["replay", "{tmp}"], r"no \.npz case files below this folder"),
     (["inspect", "{tmp}/junk.npz"], r"junk\.npz: not a PyTorch checkpoint"),
     (["inspect", str(FIXTURES / "module.pt")], r"refused global torch\.nn\.modules"),
-    (["export", "{tmp}", "--format", "safetensors"], r"no such checkpoint file"),
+    (["export", "{tmp}", "--format", "safetensors"],
+     r"has no model\.npz \(expected a run folder holding model\.npz, or the file\)"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
