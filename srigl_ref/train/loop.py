@@ -164,10 +164,10 @@ class Trainer:
         dense = self.method.needs_grad and self.schedule.needs_dense_grad(st.step + 1)
         logits, cache = engine.forward(x)
         if not np.isfinite(logits).all():
-            self._diverged(math.nan)
+            self._diverged(f"the loss is {math.nan} at step {st.step + 1}", st.step)
         loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if not math.isfinite(loss):
-            self._diverged(loss)
+            self._diverged(f"the loss is {loss} at step {st.step + 1}", st.step)
         grads, dense_grads = engine.backward(dlogits, cache, dense=dense)
         if dense:
             self._record_dense_grad(dense_grads)
@@ -178,14 +178,23 @@ class Trainer:
         hits = int((logits.argmax(axis=1) == y).sum())
         return loss, hits
 
-    def _diverged(self, loss: float) -> None:
-        st = self.state
-        step, epoch = st.step + 1, st.epoch + 1
+    def _diverged(self, what: str, step: int) -> None:
+        """Raise ``TrainingDiverged`` for ``what`` went wrong at optimizer step ``step + 1``
+        of the current epoch (``step``: the steps done before it, for its learning rate)."""
+        epoch = self.state.epoch + 1
         raise TrainingDiverged(
-            f"training diverged: the loss is {loss} at step {step} (epoch {epoch} of "
-            f"{self.config.epochs}); the learning rate is likely too high (lr == "
-            f"{self.lr_at(st.step):g} at that step, --lr {self.config.lr:g})",
-            step=step, epoch=epoch)
+            f"training diverged: {what} (epoch {epoch} of {self.config.epochs}); the "
+            f"learning rate is likely too high (lr == {self.lr_at(step):g} at that step, "
+            f"--lr {self.config.lr:g})", step=step + 1, epoch=epoch)
+
+    def _check_weights_finite(self) -> None:
+        """Diverged if the last step left a non-finite parameter although its loss was
+        finite (caught before a topology update or an evaluation reads it)."""
+        self.engine.store()
+        bad = [n for n, p in self.model.params.items() if not np.isfinite(p).all()]
+        if bad:
+            step = self.state.step
+            self._diverged(f"{bad[0]} is not finite after step {step}", step - 1)
 
     def sync_dense(self) -> None:
         """Make ``model.params`` and the momentum buffers current (``Engine.store``)."""
@@ -204,7 +213,7 @@ class Trainer:
     def topology_update(self) -> dict:
         """Update every sparse layer's mask at the current step; returns the metrics record."""
         cfg, st = self.config, self.state
-        self.engine.store()
+        self._check_weights_finite()
         params, bufs = self.model.params, self.optimizer.momentum_buffers
         last = len(self.model.sparse_names) - 1
         event = UpdateEvent(st.step, self.schedule.drop_fraction(st.step),
@@ -326,6 +335,7 @@ class Trainer:
                 self._say(f"  epoch {st.epoch + 1}/{cfg.epochs}: {100 * done:3.0f}% "
                           f"loss {loss_sum / seen:.4f} (epoch ETA {eta:.0f} s)")
                 last_note = now
+        self._check_weights_finite()
         st.epoch += 1
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
         record = {"kind": "epoch", "epoch": st.epoch, "step": st.step,

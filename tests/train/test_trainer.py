@@ -274,6 +274,34 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
     assert summary["test_accuracy"] == epochs[-1]["test_accuracy"] and len(epochs) == 1
 
 
+def poison_step(trainer, at_step):
+    """Make the optimizer step ``at_step`` leave an inf weight: that step's loss is finite."""
+    step = trainer.engine.step
+
+    def poisoned(grads, masks, lr):
+        step(grads, masks, lr)
+        if trainer.state.step + 1 == at_step:
+            trainer.model.params["fc1.weight"][0, trainer.state.masks["fc1.weight"][0]] = np.inf
+    trainer.engine.step = poisoned
+
+
+@pytest.mark.parametrize("at_step", [24, 20], ids=["last-step-of-epoch", "update-step"])
+def test_non_finite_weight_after_a_finite_loss_stops_the_run(tmp_path, at_step):
+    # 12 steps per epoch, updates every 5: step 24 ends epoch 2 (the evaluation would read
+    # the inf), step 20 is followed by a topology update (which would read it)
+    t = Trainer(TrainConfig(**TINY), tmp_path, progress=None)
+    poison_step(t, at_step)
+    with pytest.raises(TrainingDiverged, match=rf"^training diverged: fc1.weight is not finite "
+                       rf"after step {at_step} \(epoch 2 of 3\); the learning rate is likely "
+                       rf"too high \(lr == [0-9.e-]+ at that step, --lr 0.05\)$") as e:
+        t.run()
+    assert (e.value.step, e.value.epoch) == (at_step, 2)
+    ckpt = checkpoint.load_checkpoint(tmp_path / "model.npz")
+    assert ckpt.meta["epoch"] == 1 and np.isfinite(ckpt.params["fc1.weight"]).all()
+    summary = checkpoint.read_summary(tmp_path / "summary.json")
+    assert summary["status"] == "diverged" and summary["message"] == str(e.value)
+
+
 def test_cli_diverging_lr_exits_1_with_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(["train", "--dataset", "synthetic", "--n-train", "128", "--epochs", "2",
