@@ -5,9 +5,9 @@ Every number in the report is computed from the runs' own ``summary.json`` files
 module renders them: per data set and model, accuracy mean ± std over seeds per method and
 density, realised density, ITOP rate, wall time, ablated neurons per layer; the failed runs
 (diverged, at chance: excluded from every mean and verdict, and listed) and per-seed values of
-cells with a large spread; the ``gamma_sal`` ablation study; PNG plots when matplotlib is
-importable; and "paper vs here", a verdict per claim, with the command and package versions
-that produced it.
+cells with a large spread; where neuron ablation fires and what it changes; the
+``gamma_sal`` ablation study; PNG plots when matplotlib is importable; and "paper vs here",
+a verdict per claim, with the command and package versions that produced it.
 
     python experiments/report.py                            # runs/sweep -> docs/results.md
     python experiments/report.py --root /tmp/q --out /tmp/q/results.md
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from bench.harness import environment  # noqa: E402
 from experiments.claims import (CLAIMS, SPREAD_PP, TOLERANCE_PP, VERDICT_RULES,  # noqa: E402
-                                accuracies, all_claims, common_densities, fmt_pm,
+                                accuracies, all_claims, beats, common_densities, fmt_pm,
                                 large_spread, mean_std)
 from experiments.runs import OK, group_runs, load_runs  # noqa: E402
 from experiments.sweep import (ABLATION_MODEL, DEFAULT_MODELS, GRIDS, LABELS,  # noqa: E402
@@ -208,7 +208,7 @@ def model_section(dataset, model, group) -> list[str]:
     cells = group.cells
     first = next(iter([*cells.values(), *group.failed.values()]))[0].config
     lines = [f"### {model} on {dataset}", "",
-             f"{first.epochs} epochs, batch {first.batch_size}, "
+             f"{first.epochs} epochs, batch {first.batch_size}, {first.engine} engine, "
              f"{'all' if first.n_train is None else first.n_train} training examples, "
              f"{first.distribution} layer densities. Test accuracy (%), mean ± std over "
              f"the seeds that trained (seeds per cell in the details table; failed runs "
@@ -335,6 +335,60 @@ def ablation_section(groups) -> list[str]:
                      "ablation`).", ""]
 
 
+def ablation_effect_section(groups) -> list[str]:
+    """Where neuron ablation fires and what it changes: per model, SRigL with and without
+    ablation at every density both ran, the accuracy gain (``claims.beats``: mean ± 2 se,
+    verdict), how many seeds ablated any neuron and which layers lost how many.
+
+    Parameters
+    ----------
+    groups : dict
+        As returned by ``group_runs``.
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    lines = []
+    for (dataset, model), group in groups.items():
+        cells = group.cells
+        ds = common_densities(cells, "srigl", "srigl-noabl")
+        if not ds:
+            continue
+        rows, by_fired, by_verdict = [], {}, {}
+        for d in ds:
+            rs = cells[("srigl", d)]
+            gain = beats(accuracies(cells, "srigl", d), accuracies(cells, "srigl-noabl", d))
+            n_fired = sum(r.ablated_fraction > 0 for r in rs)
+            fired = "every" if n_fired == len(rs) else "some" if n_fired else "no"
+            by_fired.setdefault(fired, []).append(f"{d:g}")
+            by_verdict.setdefault(gain.verdict, []).append(f"{d:g}")
+            layers = rs[0].summary["layers"]
+            lost = [f"{layer['name'].removesuffix('.weight')} "
+                    f"{np.mean([r.summary['layers'][i]['n_ablated'] for r in rs]):.1f}"
+                    f"/{layer['shape'][0]}" for i, layer in enumerate(layers)
+                    if any(r.summary["layers"][i]["n_ablated"] for r in rs)]
+            rows.append([f"{d:g}", fmt_pm(accuracies(cells, "srigl", d)),
+                         fmt_pm(accuracies(cells, "srigl-noabl", d)), gain.fmt(),
+                         gain.verdict, f"{n_fired} of {len(rs)}",
+                         fmt_pm([r.ablated_fraction for r in rs], 100.0, 1),
+                         ", ".join(lost) or "none"])
+        fires = "; ".join(f"in {fired} seed at density {', '.join(dens)}"
+                          for fired, dens in by_fired.items())
+        verdicts = "; ".join(f"{verdict} at density {', '.join(dens)}"
+                             for verdict, dens in by_verdict.items())
+        lines += [f"### {model} on {dataset}", "",
+                  f"In short: ablation fires {fires}. \"Ablation helps\" (SRigL beats SRigL "
+                  f"without ablation): {verdicts}.", ""]
+        lines += md_table(["density", "SRigL (%)", "without ablation (%)",
+                           "gain ± 2 se (pp)", "ablation helps", "seeds that ablated",
+                           "ablated share (%)", "neurons ablated per layer (mean / width)"],
+                          rows)
+        lines.append("")
+    return lines or ["No model ran SRigL both with and without ablation.", ""]
+
+
 def sweep_command(runs, root) -> str:
     """The ``experiments/sweep.py`` command whose grid the runs are, or the smallest grid
     they are a part of (then marked incomplete).
@@ -451,6 +505,11 @@ def render(runs, root, out: Path, command: str, tolerance: float, plots) -> str:
     lines += ["## Accuracy, density, ITOP rate, time and ablated neurons", ""]
     for (dataset, model), group in groups.items():
         lines += model_section(dataset, model, group)
+    lines += ["## Where neuron ablation fires and what it changes", "",
+              "SRigL (ablation on, gamma_sal 0.3) against SRigL without ablation, same "
+              "seeds; a neuron counts as ablated when its row of the mask is empty at the "
+              "end of training (the classifier is exempt).", ""]
+    lines += ablation_effect_section(groups)
     lines += ["## Ablation study: gamma_sal", ""] + ablation_section(groups)
     lines += ["## Plots", ""]
     if plots is None:

@@ -25,6 +25,14 @@ CHANCE_BAND = 0.02
 _DEFAULTS = TrainConfig()
 
 
+def model_label(config: TrainConfig) -> str:
+    """The model of a run as the report names it: ``mlp``, or ``mlp-1024x1024`` for an MLP
+    with other hidden widths than LeNet-300-100's."""
+    if config.hidden is None:
+        return config.model
+    return f"{config.model}-{'x'.join(map(str, config.hidden))}"
+
+
 def label(config: TrainConfig) -> str:
     """The method label of a run.
 
@@ -90,7 +98,7 @@ class Run:
     def describe(self) -> str:
         """``'lenet5 dense d1 s0 (at_chance, 10.00 %)'``."""
         acc = "no accuracy" if self.accuracy is None else f"{100 * self.accuracy:.2f} %"
-        return (f"{self.config.model} {self.label} d{self.config.density:g} "
+        return (f"{model_label(self.config)} {self.label} d{self.config.density:g} "
                 f"s{self.config.seed} ({self.status}, {acc})")
 
 
@@ -183,8 +191,8 @@ class ModelRuns:
 
 
 def group_runs(runs) -> dict:
-    """Runs by data set and model, then by method label and density, ``"ok"`` runs apart
-    from failed ones.
+    """Runs by data set and model (``model_label``), then by method label and density,
+    ``"ok"`` runs apart from failed ones.
 
     Parameters
     ----------
@@ -193,13 +201,15 @@ def group_runs(runs) -> dict:
     Returns
     -------
     dict
-        ``{(dataset, model): ModelRuns}``, models in ``MODELS`` order.
+        ``{(dataset, model label): ModelRuns}``, models in ``MODELS`` order (then by
+        hidden widths).
     """
     groups = {}
     order = sorted(runs, key=lambda r: (r.config.dataset, MODELS.index(r.config.model),
-                                        r.config.seed))
+                                        r.config.hidden or (), r.config.seed))
     for run in order:
-        group = groups.setdefault((run.config.dataset, run.config.model), ModelRuns({}, {}))
+        group = groups.setdefault((run.config.dataset, model_label(run.config)),
+                                  ModelRuns({}, {}))
         cells = group.cells if run.status == OK else group.failed
         cells.setdefault((run.label, run.config.density), []).append(run)
     return groups

@@ -10,9 +10,13 @@ Grids (``--grid``):
   seed (density 1);
 - ``ablation``: SRigL on ``mlp`` with ``gamma_sal`` in {0, 0.1, 0.3, 0.5, 0.95} at densities
   0.05 and 0.01, same seeds (the ``gamma_sal`` = 0.3 runs are those of ``main``);
-- ``all``: both (each run once).
+- ``scale``: where does neuron ablation fire, and does it help there? SRigL with and
+  without ablation past the main grid: LeNet-300-100 and LeNet-5 at density 0.005, and a
+  wide MLP 784-1024-1024-10 (condensed engine) at 0.05, 0.01 and 0.005, same seeds;
+- ``all``: all three (each run once).
 
-Every run writes ``ROOT/<model>/<label>/d<density>/s<seed>/`` (``summary.json``,
+Every run writes ``ROOT/<model>/<label>/d<density>/s<seed>/`` (``<model>`` as
+``runs.model_label`` names it, e.g. ``mlp-1024x1024``) (``summary.json``,
 ``metrics.jsonl``, ``model.npz`` as ``srigl-ref train`` does, plus ``train.log``, the run's
 own output). Runs go to ``--jobs`` local processes (one per core), or with ``--scheduler``
 to a Dask cluster (``experiments/dask_sweep.py``: one task per run, files returned to this
@@ -47,13 +51,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiments.runs import OK, label, read_run  # noqa: E402
+from experiments.runs import OK, label, model_label, read_run  # noqa: E402
 from experiments.worker_task import LOG, run_environment  # noqa: E402
 from srigl_ref import checkpoint  # noqa: E402
 from srigl_ref._validate import check_int  # noqa: E402
 from srigl_ref.train import TrainConfig  # noqa: E402
 
-GRIDS = ("main", "ablation", "all")
+GRIDS = ("main", "ablation", "scale", "all")
 #: Method labels of the grid and the ``TrainConfig`` fields each sets.
 LABELS = {
     "dense": dict(method="dense", density=1.0),
@@ -75,12 +79,19 @@ DEFAULT_MODELS = ("mlp", "lenet5")
 GAMMAS = (0.0, 0.1, 0.3, 0.5, 0.95)
 ABLATION_DENSITIES = (0.05, 0.01)
 ABLATION_MODEL = "mlp"
+#: ``--grid scale``: SRigL with and without ablation (``SCALE_LABELS``) on these models
+#: (``TrainConfig`` fields beyond the model's ``EPOCHS``) at these densities.
+SCALE = ((dict(model="mlp"), (0.005,)),
+         (dict(model="lenet5"), (0.005,)),
+         (dict(model="mlp", hidden=(1024, 1024), engine="condensed"), (0.05, 0.01, 0.005)))
+SCALE_LABELS = ("srigl-noabl", "srigl")
 
 #: ``--quick``: a smoke sweep of seconds on synthetic data (``TrainConfig`` fields).
 QUICK = dict(dataset="synthetic", epochs=1, n_train=256, batch_size=32, delta=4)
 QUICK_LABELS = ("static", "srigl")
 QUICK_DENSITIES = (0.1,)
 QUICK_GAMMAS = (0.0, 0.95)
+QUICK_SCALE = ((dict(model="mlp", hidden=(64, 64), engine="condensed"), (0.1,)),)
 
 #: Prior cost model of one run (wall seconds, one thread), measured here with one run of
 #: ``srigl-ref train --n-train 6000 --epochs 1`` per model on Fashion-MNIST, on 2 cores
@@ -107,17 +118,17 @@ def build_grid(grid: str = "main", *, quick: bool = False, seeds: int | None = N
 
     Parameters
     ----------
-    grid : {"main", "ablation", "all"}
+    grid : {"main", "ablation", "scale", "all"}
     quick : bool
         The smoke grid instead: synthetic data, one epoch of 256 examples, methods
-        ``static`` and ``srigl`` (main) / ``gamma_sal`` 0 and 0.95 (ablation) at density
-        0.1.
+        ``static`` and ``srigl`` (main) / ``gamma_sal`` 0 and 0.95 (ablation) / SRigL with
+        and without ablation on a condensed 64-64 MLP (scale) at density 0.1.
     seeds : int >= 1 or None
         Seeds 0 .. ``seeds`` - 1; None: ``SEEDS`` (quick: seed 0 only).
     models : sequence of str or None
         Models of the main grid, each a key of ``EPOCHS``; None: ``DEFAULT_MODELS``
-        (quick: ``mlp`` only). The ablation study runs on ``ABLATION_MODEL`` whatever
-        the models.
+        (quick: ``mlp`` only). The ablation and scale studies run on their own models
+        (``ABLATION_MODEL``, ``SCALE``) whatever the models.
 
     Returns
     -------
@@ -162,6 +173,15 @@ def build_grid(grid: str = "main", *, quick: bool = False, seeds: int | None = N
                     configs.append(TrainConfig(**base[ABLATION_MODEL], method="srigl",
                                                density=density, seed=seed,
                                                gamma_sal=gamma_sal))
+    if grid in ("scale", "all"):
+        for seed in seeds:
+            for fields_, scale_densities in (QUICK_SCALE if quick else SCALE):
+                run = {**(QUICK if quick else {"epochs": EPOCHS[fields_["model"]]}),
+                       **fields_}
+                for label in SCALE_LABELS:
+                    for density in scale_densities:
+                        configs.append(TrainConfig(**run, density=density, seed=seed,
+                                                   **LABELS[label]))
     return list(dict.fromkeys(configs))
 
 
@@ -199,7 +219,8 @@ def run_dir(config: TrainConfig) -> Path:
     Path
         ``<model>/<label>/d<density>/s<seed>`` (relative).
     """
-    return Path(config.model, label(config), f"d{config.density:g}", f"s{config.seed}")
+    return Path(model_label(config), label(config), f"d{config.density:g}",
+                f"s{config.seed}")
 
 
 def train_argv(config: TrainConfig) -> list[str]:
@@ -230,6 +251,8 @@ def train_argv(config: TrainConfig) -> list[str]:
                         "dense_layers"):
             raise ValueError(f"config.{f.name} == {value!r}: srigl-ref train has no option "
                              f"for it, must be {getattr(_DEFAULTS, f.name)!r}")
+        elif f.name == "hidden":
+            argv += ["--hidden", *map(str, value)]
         else:
             argv += [f"--{f.name.replace('_', '-')}", str(value)]
     return argv
@@ -601,8 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="parallel runs (default: one per core, %(default)s)")
     ap.add_argument("--grid", choices=GRIDS, default="all",
-                    help="main: methods x densities; ablation: the gamma_sal study; all: "
-                    "both (default)")
+                    help="main: methods x densities; ablation: the gamma_sal study; scale: "
+                    "ablation on or off past the main grid; all: the three (default)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny grid on synthetic data, for smoke tests (seconds)")
     ap.add_argument("--seeds", type=int, default=None,

@@ -25,7 +25,7 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
     assert f"- Report command: `python experiments/report.py --root {root} --out {out}`" \
         in text
     assert (f"`python experiments/sweep.py --grid all --out {root}`, **incomplete: 45 of "
-            f"its 150 runs**") in text
+            f"its 180 runs**") in text
     assert "- Failed runs (diverged or at chance; excluded from every mean and verdict, " \
         "listed under \"Failed runs\"): 0" in text
     assert "## Failed runs\n\nNone: every run trained (status ok)." in text
@@ -38,6 +38,13 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
     assert "| srigl | 0.01 | 3 | 80.00 ± 0.20 | 0.0100 ± 0.0000 | 0.020 ± 0.000 | 60.0 |" \
         in text
     assert "| 0.01 | 31.0 / 300 | 11.0 / 100 | 0.0 / 10 | 10.5 ± 0.5 |" in text
+    assert ("In short: ablation fires in no seed at density 0.2; in every seed at density "
+            "0.01. \"Ablation helps\" (SRigL beats SRigL without ablation): holds at density "
+            "0.2, 0.01.") in text
+    assert ("| 0.01 | 80.00 ± 0.20 | 76.00 ± 0.20 | +4.00 ± 0.33 | holds | 3 of 3 | "
+            "10.5 ± 0.5 | fc1 31.0/300, fc2 11.0/100 |") in text
+    assert "| 0.2 | 89.00 ± 0.20 | 88.50 ± 0.20 | +0.50 ± 0.33 | holds | 0 of 3 | " \
+        "0.0 ± 0.0 | none |" in text
     assert "| gamma_sal | density 0.01 |" in text
     assert "| 0.3 | 80.00 ± 0.20 (10.5 %) |" in text
     assert "| 0.95 | 87.50 ± 0.20 (23.7 %) |" in text

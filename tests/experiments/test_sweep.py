@@ -40,8 +40,23 @@ def test_ablation_grid_and_all_share_the_default_gamma_runs():
     main = set(sweep.build_grid("main"))
     shared = [c for c in ablation if c in main]
     assert len(shared) == 6 and {c.gamma_sal for c in shared} == {0.3}
-    assert len(sweep.build_grid("all")) == 126 + 30 - 6
+    assert len(sweep.build_grid("all")) == 126 + 30 - 6 + 30
     assert str(sweep.run_dir(ablation[0])) == "mlp/srigl-g0/d0.05/s0"
+
+
+def test_scale_grid_runs_srigl_with_and_without_ablation_past_the_main_grid():
+    scale = sweep.build_grid("scale")
+    assert len(scale) == 3 * 2 * (1 + 1 + 3) == 30
+    assert {sweep.label(c) for c in scale} == {"srigl", "srigl-noabl"}
+    cells = {(sweep.model_label(c), c.density, c.epochs, c.engine) for c in scale}
+    assert cells == {("mlp", 0.005, 20, "masked"), ("lenet5", 0.005, 5, "masked"),
+                     ("mlp-1024x1024", 0.05, 20, "condensed"),
+                     ("mlp-1024x1024", 0.01, 20, "condensed"),
+                     ("mlp-1024x1024", 0.005, 20, "condensed")}
+    assert not set(scale) & set(sweep.build_grid("main"))
+    wide = next(c for c in scale if c.hidden is not None)
+    assert str(sweep.run_dir(wide)) == "mlp-1024x1024/srigl-noabl/d0.05/s0"
+    assert sweep.train_argv(wide)[-5:] == ["--engine", "condensed", "--hidden", "1024", "1024"]
 
 
 def test_quick_grid_and_bad_grid():
@@ -56,7 +71,7 @@ def test_quick_grid_and_bad_grid():
 def test_seeds_and_models_are_configurable():
     five = sweep.build_grid("all", seeds=5)
     assert sorted({c.seed for c in five}) == [0, 1, 2, 3, 4]
-    assert len(five) == 5 * (2 * (1 + 5 * 4) + 5 * 2) - 5 * 2 == 250   # 0.3 runs shared
+    assert len(five) == 5 * (2 * (1 + 5 * 4) + 5 * 2 + 2 * 5) - 5 * 2 == 300  # 0.3 shared
     quick = sweep.build_grid("main", quick=True, seeds=2, models=("mlp", "lenet5"))
     assert [(c.model, sweep.label(c), c.seed) for c in quick] == [
         ("mlp", "static", 0), ("mlp", "srigl", 0), ("mlp", "static", 1), ("mlp", "srigl", 1),
@@ -93,8 +108,9 @@ def test_train_argv_is_understood_by_the_cli():
     for config in sweep.build_grid("all", quick=True) + sweep.build_grid("main")[:8]:
         args = cli.build_parser().parse_args(["train", *sweep.train_argv(config)])
         for name in ("dataset", "model", "method", "density", "epochs", "seed", "gamma_sal",
-                     "n_train", "batch_size", "delta"):
+                     "n_train", "batch_size", "delta", "engine"):
             assert getattr(args, name) == getattr(config, name), name
+        assert (None if args.hidden is None else tuple(args.hidden)) == config.hidden
         assert args.no_ablation == (not config.ablation)
     with pytest.raises(ValueError, match=r"config.nesterov == False: srigl-ref train has "
                        r"no option for it, must be True"):
@@ -105,7 +121,8 @@ def test_dry_run_prints_grid_and_estimate(capsys):
     assert sweep.main(["--dry-run", "--out", "/nonexistent/sweep"]) == 0      # grid all
     out = capsys.readouterr().out
     assert "mlp/srigl-g0.95/d0.01/s2" in out and "lenet5/dense/d1/s2" in out
-    assert "150 runs: 0 done, 0 to resume, 150 to start; estimated wall time with" in out
+    assert "mlp-1024x1024/srigl/d0.005/s2" in out
+    assert "180 runs: 0 done, 0 to resume, 180 to start; estimated wall time with" in out
     assert sweep.main(["--dry-run", "--jobs", "0"]) == 2
     assert "sweep.py: error: jobs == 0, must be in [1, inf]" in capsys.readouterr().err
 
