@@ -338,7 +338,8 @@ def ablation_section(groups) -> list[str]:
 def ablation_effect_section(groups) -> list[str]:
     """Where neuron ablation fires and what it changes: per model, SRigL with and without
     ablation at every density both ran, the accuracy gain (``claims.beats``: mean ± 2 se,
-    verdict), how many seeds ablated any neuron and which layers lost how many.
+    verdict; "same runs" where no seed ablated a neuron and every seed's two accuracies
+    agree) and per seed, how many seeds ablated any neuron and which layers lost how many.
 
     Parameters
     ----------
@@ -363,15 +364,22 @@ def ablation_effect_section(groups) -> list[str]:
             n_fired = sum(r.ablated_fraction > 0 for r in rs)
             fired = "every" if n_fired == len(rs) else "some" if n_fired else "no"
             by_fired.setdefault(fired, []).append(f"{d:g}")
-            by_verdict.setdefault(gain.verdict, []).append(f"{d:g}")
+            without = {r.config.seed: r.accuracy for r in cells[("srigl-noabl", d)]}
+            per_seed = {r.config.seed: r.accuracy - without[r.config.seed] for r in rs
+                        if r.config.seed in without}
+            # no neuron ablated in any seed: the two runs of a seed are the same run
+            verdict = ("same runs" if not n_fired and not any(per_seed.values())
+                       else gain.verdict)
+            by_verdict.setdefault(verdict, []).append(f"{d:g}")
             layers = rs[0].summary["layers"]
             lost = [f"{layer['name'].removesuffix('.weight')} "
                     f"{np.mean([r.summary['layers'][i]['n_ablated'] for r in rs]):.1f}"
                     f"/{layer['shape'][0]}" for i, layer in enumerate(layers)
                     if any(r.summary["layers"][i]["n_ablated"] for r in rs)]
             rows.append([f"{d:g}", fmt_pm(accuracies(cells, "srigl", d)),
-                         fmt_pm(accuracies(cells, "srigl-noabl", d)), gain.fmt(),
-                         gain.verdict, f"{n_fired} of {len(rs)}",
+                         fmt_pm(accuracies(cells, "srigl-noabl", d)), gain.fmt(), verdict,
+                         " ".join(f"s{seed} {100 * g:+.2f}" for seed, g in per_seed.items()),
+                         f"{n_fired} of {len(rs)}",
                          fmt_pm([r.ablated_fraction for r in rs], 100.0, 1),
                          ", ".join(lost) or "none"])
         fires = "; ".join(f"in {fired} seed at density {', '.join(dens)}"
@@ -380,9 +388,11 @@ def ablation_effect_section(groups) -> list[str]:
                              for verdict, dens in by_verdict.items())
         lines += [f"### {model} on {dataset}", "",
                   f"In short: ablation fires {fires}. \"Ablation helps\" (SRigL beats SRigL "
-                  f"without ablation): {verdicts}.", ""]
+                  f"without ablation): {verdicts}. (\"same runs\": no neuron was ablated, "
+                  f"so each seed's two runs are one and the same.)", ""]
         lines += md_table(["density", "SRigL (%)", "without ablation (%)",
-                           "gain ± 2 se (pp)", "ablation helps", "seeds that ablated",
+                           "gain ± 2 se (pp)", "ablation helps", "gain per seed (pp)",
+                           "seeds that ablated",
                            "ablated share (%)", "neurons ablated per layer (mean / width)"],
                           rows)
         lines.append("")

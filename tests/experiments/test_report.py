@@ -7,7 +7,7 @@ import pytest
 from experiments import report, runs, sweep
 from srigl_ref import checkpoint
 from srigl_ref.train import TrainConfig
-from tests.experiments.summaries import SEED_OFFSET, fake_summary, make_runs, write_summary
+from tests.experiments.summaries import ACCURACY, SEED_OFFSET, fake_summary, make_runs, write_summary
 
 
 def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
@@ -41,10 +41,10 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
     assert ("In short: ablation fires in no seed at density 0.2; in every seed at density "
             "0.01. \"Ablation helps\" (SRigL beats SRigL without ablation): holds at density "
             "0.2, 0.01.") in text
-    assert ("| 0.01 | 80.00 ± 0.20 | 76.00 ± 0.20 | +4.00 ± 0.33 | holds | 3 of 3 | "
-            "10.5 ± 0.5 | fc1 31.0/300, fc2 11.0/100 |") in text
-    assert "| 0.2 | 89.00 ± 0.20 | 88.50 ± 0.20 | +0.50 ± 0.33 | holds | 0 of 3 | " \
-        "0.0 ± 0.0 | none |" in text
+    assert ("| 0.01 | 80.00 ± 0.20 | 76.00 ± 0.20 | +4.00 ± 0.33 | holds | s0 +4.00 s1 +4.00 "
+            "s2 +4.00 | 3 of 3 | 10.5 ± 0.5 | fc1 31.0/300, fc2 11.0/100 |") in text
+    assert "| 0.2 | 89.00 ± 0.20 | 88.50 ± 0.20 | +0.50 ± 0.33 | holds | s0 +0.50 s1 +0.50 " \
+        "s2 +0.50 | 0 of 3 | 0.0 ± 0.0 | none |" in text
     assert "| gamma_sal | density 0.01 |" in text
     assert "| 0.3 | 80.00 ± 0.20 (10.5 %) |" in text
     assert "| 0.95 | 87.50 ± 0.20 (23.7 %) |" in text
@@ -52,6 +52,17 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
     assert "![" not in text and not list(out.parent.glob("*.png"))
     assert "matplotlib not installed" in text
     assert capsys.readouterr().out == f"report.py: wrote {out}\n"
+
+
+def test_ablation_effect_says_same_runs_where_no_neuron_was_ablated():
+    # at 0.2 no seed ablates and each seed's two runs agree: one run, not a comparison
+    acc = {**ACCURACY, ("srigl-noabl", 0.2): ACCURACY[("srigl", 0.2)]}
+    lines = report.ablation_effect_section(runs.group_runs(make_runs(accuracy=acc)))
+    assert ("In short: ablation fires in no seed at density 0.2; in every seed at density "
+            "0.01. \"Ablation helps\" (SRigL beats SRigL without ablation): same runs at "
+            "density 0.2; holds at density 0.01.") in lines[2]
+    assert lines[6].startswith("| 0.2 | 89.00 ± 0.20 | 89.00 ± 0.20 | +0.00 ± 0.33 | same runs "
+                               "| s0 +0.00 s1 +0.00 s2 +0.00 | 0 of 3 |")
 
 
 def test_report_plots_with_matplotlib(tmp_path):
