@@ -188,11 +188,11 @@ def test_dry_run_of_the_full_grid_shows_the_dask_plan(capsys):
     assert sweep.main(["--dry-run", "--out", "/nonexistent/sweep",
                        "--scheduler", "local:2"]) == 0
     out = capsys.readouterr().out
-    assert "180 runs: 0 done, 0 to resume, 180 to start; estimated wall time with 2 jobs" \
+    assert "186 runs: 0 done, 0 to resume, 186 to start; estimated wall time with 2 jobs" \
         in out
     assert "Dask plan: scheduler local:2: a LocalCluster on this machine: 2 worker " \
         "process(es) x 1 thread, loopback only" in out
-    assert "- 180 task(s), one per run to start or resume, longest first" in out
+    assert "- 186 task(s), one per run to start or resume, longest first" in out
     assert "keys like srigl-train-" in out and "retried 2 time(s)" in out
     assert "written under /nonexistent/sweep" in out
 

@@ -25,7 +25,7 @@ def test_report_tables_and_plots_skipped(tmp_path, monkeypatch, capsys):
     assert f"- Report command: `python experiments/report.py --root {root} --out {out}`" \
         in text
     assert (f"`python experiments/sweep.py --grid all --out {root}`, **incomplete: 45 of "
-            f"its 180 runs**") in text
+            f"its 186 runs**") in text
     assert "- Failed runs (diverged or at chance; excluded from every mean and verdict, " \
         "listed under \"Failed runs\"): 0" in text
     assert "## Failed runs\n\nNone: every run trained (status ok)." in text

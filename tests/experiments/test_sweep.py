@@ -40,16 +40,17 @@ def test_ablation_grid_and_all_share_the_default_gamma_runs():
     main = set(sweep.build_grid("main"))
     shared = [c for c in ablation if c in main]
     assert len(shared) == 6 and {c.gamma_sal for c in shared} == {0.3}
-    assert len(sweep.build_grid("all")) == 126 + 30 - 6 + 30
+    assert len(sweep.build_grid("all")) == 126 + 30 - 6 + 36
     assert str(sweep.run_dir(ablation[0])) == "mlp/srigl-g0/d0.05/s0"
 
 
 def test_scale_grid_runs_srigl_with_and_without_ablation_past_the_main_grid():
     scale = sweep.build_grid("scale")
-    assert len(scale) == 3 * 2 * (1 + 1 + 3) == 30
+    assert len(scale) == 3 * 2 * (1 + 2 + 3) == 36
     assert {sweep.label(c) for c in scale} == {"srigl", "srigl-noabl"}
     cells = {(sweep.model_label(c), c.density, c.epochs, c.engine) for c in scale}
-    assert cells == {("mlp", 0.005, 20, "masked"), ("lenet5", 0.005, 5, "masked"),
+    assert cells == {("mlp", 0.005, 20, "masked"), ("lenet5", 0.02, 5, "masked"),
+                     ("lenet5", 0.0075, 5, "masked"),
                      ("mlp-1024x1024", 0.05, 20, "condensed"),
                      ("mlp-1024x1024", 0.01, 20, "condensed"),
                      ("mlp-1024x1024", 0.005, 20, "condensed")}
@@ -71,7 +72,7 @@ def test_quick_grid_and_bad_grid():
 def test_seeds_and_models_are_configurable():
     five = sweep.build_grid("all", seeds=5)
     assert sorted({c.seed for c in five}) == [0, 1, 2, 3, 4]
-    assert len(five) == 5 * (2 * (1 + 5 * 4) + 5 * 2 + 2 * 5) - 5 * 2 == 300  # 0.3 shared
+    assert len(five) == 5 * (2 * (1 + 5 * 4) + 5 * 2 + 2 * 6) - 5 * 2 == 310  # 0.3 shared
     quick = sweep.build_grid("main", quick=True, seeds=2, models=("mlp", "lenet5"))
     assert [(c.model, sweep.label(c), c.seed) for c in quick] == [
         ("mlp", "static", 0), ("mlp", "srigl", 0), ("mlp", "static", 1), ("mlp", "srigl", 1),
@@ -122,7 +123,7 @@ def test_dry_run_prints_grid_and_estimate(capsys):
     out = capsys.readouterr().out
     assert "mlp/srigl-g0.95/d0.01/s2" in out and "lenet5/dense/d1/s2" in out
     assert "mlp-1024x1024/srigl/d0.005/s2" in out
-    assert "180 runs: 0 done, 0 to resume, 180 to start; estimated wall time with" in out
+    assert "186 runs: 0 done, 0 to resume, 186 to start; estimated wall time with" in out
     assert sweep.main(["--dry-run", "--jobs", "0"]) == 2
     assert "sweep.py: error: jobs == 0, must be in [1, inf]" in capsys.readouterr().err
 
