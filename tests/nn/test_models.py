@@ -248,7 +248,7 @@ def test_torch_default_init_matches_pytorch_formula():
 def test_default_init_per_model():
     """``build_model`` uses ``MODEL_DEFAULTS``; an explicit ``init`` overrides it."""
     assert {name: d["init"] for name, d in MODEL_DEFAULTS.items()} == {
-        "mlp": "kaiming", "lenet5": "torch_default", "cnn": "torch_default",
+        "mlp": "kaiming", "lenet5": "torch_default", "cnn": "kaiming",
         "resnet20": "torch_default", "resnet18": "torch_default"}
     for name, shape in (("lenet5", (1, 28, 28)), ("cnn", (1, 28, 28)), ("mlp", (12,))):
         default = build_model(name, shape, 10, rng=np.random.default_rng(4))
