@@ -106,30 +106,70 @@ def test_parallel_build_equals_serial(layer):
     assert same_bits(serial, parallel)
 
 
+def sliding_steps(indices, n_in):
+    """Per group, the greedy sliding-start schedule, step by step in plain Python:
+    ``[(start, [(row, j) taken]), ...]``."""
+    n, k = indices.shape
+    rows = K.GROUP * K.LANES
+    groups = []
+    for r0 in range(0, n, rows):
+        taken = dict.fromkeys(range(r0, min(n, r0 + rows)), 0)
+        steps = []
+        while any(j < k for j in taken.values()):
+            s = min(int(indices[r, j]) for r, j in taken.items() if j < k)
+            s = min(s, max(n_in - K.WINDOW, 0))
+            took = [(r, j) for r, j in taken.items()
+                    if j < k and s <= indices[r, j] < s + K.WINDOW]
+            for r, j in took:
+                taken[r] = j + 1
+            steps.append((s, took))
+        groups.append(steps)
+    return groups
+
+
+@settings(max_examples=40, deadline=None)
+@given(window_layers(), st.booleans())
+def test_window_layout_is_the_sliding_schedule(layer, shuffle):
+    values, indices, _, x = layer
+    if shuffle:                     # any order within a row: still taken in order j
+        rng = np.random.default_rng(indices.size)
+        perm = rng.permuted(np.tile(np.arange(indices.shape[1]), (indices.shape[0], 1)),
+                            axis=1)
+        values, indices = (np.take_along_axis(a, perm, axis=1) for a in (values, indices))
+    n_in = x.shape[1]
+    w = matmul.window_layout(values, indices, n_in)
+    n_blocks = -(-values.shape[0] // K.LANES)
+    want_values = np.zeros_like(w.values)
+    want_offsets = np.full_like(w.offsets, K.PAD_OFFSET)
+    for q, steps in enumerate(sliding_steps(indices, n_in)):
+        blocks = min(K.GROUP, n_blocks - q * K.GROUP)
+        assert w.step_start[q + 1] - w.step_start[q] == len(steps)
+        assert w.group_start[q + 1] - w.group_start[q] == blocks * len(steps)
+        starts = w.step_input[w.step_start[q]:w.step_start[q + 1]]
+        np.testing.assert_array_equal(starts, [s for s, _ in steps])
+        assert (starts >= 0).all() and ((starts + K.WINDOW <= n_in) | (starts == 0)).all()
+        for t, (s, took) in enumerate(steps):
+            for r, j in took:
+                block, lane = divmod(r - q * K.GROUP * K.LANES, K.LANES)
+                unit = w.group_start[q] + t * blocks + block
+                want_values[unit, lane] = values[r, j]
+                want_offsets[unit, lane] = indices[r, j] - s
+    assert w.step_start[0] == w.group_start[0] == 0
+    assert w.step_start[-1] == w.step_input.size and w.group_start[-1] == w.values.shape[0]
+    assert same_bits(w.values, want_values)
+    np.testing.assert_array_equal(w.offsets, want_offsets)
+    assert (w.offsets != K.PAD_OFFSET).sum() == values.size         # each nonzero once
+
+
 @settings(max_examples=40, deadline=None)
 @given(window_layers())
-def test_window_layout_steps_and_padding(layer):
-    values, indices, _, x = layer
-    n, k = values.shape
-    n_windows = -(-x.shape[1] // K.WINDOW)
-    w = matmul.window_layout(values, indices, x.shape[1])
-    n_groups = -(-n // (K.LANES * K.GROUP))
-    counts = np.zeros((n_groups * K.GROUP * K.LANES, n_windows), np.int64)
-    np.add.at(counts, (np.repeat(np.arange(n), k), (indices // K.WINDOW).ravel()), 1)
-    steps = counts.reshape(n_groups, -1, n_windows).max(axis=1)      # [groups, windows]
-    for q in range(n_groups):                  # each group: its fullest row's count a window
-        group_windows = w.step_window[w.step_start[q]:w.step_start[q + 1]]
-        np.testing.assert_array_equal(np.bincount(group_windows, minlength=n_windows),
-                                      steps[q])
-        assert (np.diff(group_windows) >= 0).all()
-        blocks = min(K.GROUP, -(-n // K.LANES) - q * K.GROUP)
-        assert w.group_start[q + 1] - w.group_start[q] == blocks * steps[q].sum()
-    assert w.group_start[-1] == w.values.shape[0] and w.group_start[0] == 0
-    assert (w.offsets <= K.PAD_OFFSET).all()
-    # every nonzero appears once; every other slot is padding: value 0 at the zero slot
-    real = w.offsets != K.PAD_OFFSET
-    assert real.sum() == values.size
-    assert (w.values[~real] == 0).all()
+def test_any_order_within_a_row_is_bit_for_bit_the_lanes_kernel(layer):
+    values, indices, bias, x = layer
+    rng = np.random.default_rng(indices.size)
+    perm = rng.permuted(np.tile(np.arange(indices.shape[1]), (indices.shape[0], 1)), axis=1)
+    values, indices = (np.take_along_axis(a, perm, axis=1) for a in (values, indices))
+    y_lanes, y_windows = lanes_and_windows(values, indices, bias, x)
+    assert same_bits(y_lanes, y_windows)
 
 
 def test_condensed_linear_runs_the_window_kernel_at_small_batches(rng):
