@@ -126,10 +126,13 @@ class WindowLayout(NamedTuple):
 
     Attributes
     ----------
-    values : ndarray of shape (n_units, LANES), float32
+    values : ndarray of shape (n k,), float32
+        The nonzeros in stream order (unit by unit, lane by lane; no padding): a unit's
+        lanes that hold an input take the next values in turn. Group ``q``'s start at
+        ``GROUP LANES q k``.
     offsets : ndarray of shape (n_units, LANES), uint8
-        Each unit is one step of one block of ``LANES`` rows: a row's value and its input's
-        offset in the step's window (``PAD_OFFSET``, a zero slot, for padding).
+        Each unit is one step of one block of ``LANES`` rows: each row's input's offset in
+        the step's window, or ``PAD_OFFSET`` (a zero slot, and no value) for padding.
     step_input : ndarray of shape (n_steps,), int32
         The first input of each step's window, group by group; a step of a group of
         ``GROUP`` blocks (fewer in the last) is one unit per block.
@@ -152,10 +155,11 @@ def window_layout(values: np.ndarray, indices: np.ndarray, in_features: int) -> 
     last). A group runs a sequence of steps, each over a window of ``WINDOW`` (31)
     consecutive inputs that starts at the smallest next index of the group's rows
     (*sliding* starts; moved back to ``in_features - WINDOW`` near the end); every row whose
-    next nonzero falls in the window takes it, the others pad (value 0 at the zero slot).
-    So each row meets its nonzeros in order ``j = 0 .. k-1``, whatever their order: the
-    sums are bit for bit the lanes kernel's (adding ``0 * 0`` to a sum that starts at +0.0
-    changes nothing), and a NaN or inf input reaches exactly the rows that read it.
+    next nonzero falls in the window takes it, the others pad (offset ``PAD_OFFSET``, the
+    zero slot; the kernel gives them value 0, and the value stream stores none). So each
+    row meets its nonzeros in order ``j = 0 .. k-1``, whatever their order: the sums are
+    bit for bit the lanes kernel's (adding ``0 * 0`` to a sum that starts at +0.0 changes
+    nothing), and a NaN or inf input reaches exactly the rows that read it.
 
     Parameters
     ----------
@@ -176,7 +180,7 @@ def window_layout(values: np.ndarray, indices: np.ndarray, in_features: int) -> 
     step_start = np.concatenate(([0], np.cumsum(steps)))
     group_start = np.concatenate(([0], np.cumsum(steps * group_blocks)))
     n_units = int(group_start[-1])
-    out_values = np.zeros((n_units, LANES), dtype=np.float32)
+    out_values = np.empty(values.size, dtype=np.float32)
     out_offsets = np.full((n_units, LANES), PAD_OFFSET, dtype=np.uint8)
     step_input = np.empty(int(step_start[-1]), dtype=np.int32)
     _kernels.window_fill(index, np.ascontiguousarray(values, dtype=np.float32),
