@@ -39,9 +39,11 @@ Kernel shapes (why each is built so, with the measurements, in bench/README.md,
     makes the rows of a block equally long: no horizontal sum, no remainder loop;
   - window (``_window_dot``, LLVM IR, AVX-512): the window's inputs sit in two registers,
     so a step gathers its 16 inputs with one two-source permute (``vpermi2ps``) instead of
-    16 loads, and the ``GROUP`` blocks of a group, sharing step counts, keep four
-    independent multiply-add chains in flight. Padding costs multiply-adds and bytes, so
-    it pays only where a row has a few nonzeros per window (``matmul.use_windows``);
+    16 loads, and the ``GROUP`` blocks of a group, sharing steps, keep four independent
+    multiply-add chains in flight. The values are stored without padding (an expanding
+    load, ``vexpandps``, puts them in their lanes); a padded lane costs a multiply-add and
+    an offset byte, so the kernel pays where a row has about one nonzero per window or
+    more (``matmul.use_windows``);
 - batched: four nonzeros per pass over the ``B`` lanes (one load and one store of the
   output row per four FMAs; the loop vectorises over contiguous rows); in the lanes
   layout the 16 rows of a block take turns every four nonzeros, so the four value and

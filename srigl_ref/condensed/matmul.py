@@ -51,13 +51,17 @@ def _window_kernel_runs() -> bool:
 
 # The batch-1 kernel (and per-example small batches) of float32 layers: the window-permute
 # kernel where the CPU has AVX-512 (and the layer is dense enough, ``use_windows``), else
-# the lanes kernel. Both give the same bits. Set to False to run the lanes kernel always.
+# the lanes kernel. Both give the same bits. The window kernel is the faster one both when
+# the layer stays in cache and when it streams from memory (bench/README.md, "### Window-
+# permute kernel"), so this is the only switch: set it to False to run the lanes kernel
+# always (read at every call; a whole-model plan reads it when built).
 WINDOW_KERNEL = _window_kernel_runs()
 
 # The window kernel needs a row to have about this many nonzeros per window on average:
-# below, its per-window work and padding cost more than the lanes kernel's per-nonzero
-# gathers (bench/README.md, "### Window-permute kernel", *Density*).
-WINDOW_MIN_NONZEROS = 2
+# below, its padding (steps where most rows have nothing to take) costs more than the
+# lanes kernel's per-nonzero gathers (bench/README.md, "### Window-permute kernel",
+# *Density*).
+WINDOW_MIN_NONZEROS = 1
 
 
 def windows_pay_off(k: int, in_features: int) -> bool:
