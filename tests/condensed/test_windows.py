@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(
 
 # Window edges: 1 input, a window minus / exactly / plus one, not a multiple of WINDOW or of
 # 32, and the largest uint16 layer (65536 inputs).
-EDGE_IN = (1, K.WINDOW - 1, K.WINDOW, K.WINDOW + 1, 32, 2 * K.WINDOW + 5, 1000, 65535, 65536)
+EDGE_IN = (1, K.WINDOW - 1, K.WINDOW, K.WINDOW + 1, 32, 2 * K.WINDOW + 5, 1000, 65535, 65536,
+           70001)
 
 
 @st.composite
@@ -95,6 +96,21 @@ def test_rows_with_an_empty_window_next_to_an_inf():
     assert same_bits(y_lanes, y_windows)
     np.testing.assert_array_equal(y_windows[0, 1::2], 0.0)
     assert np.isinf(y_windows[0, ::2]).all()
+
+
+def test_last_window_moved_back_reads_no_input_for_the_rows_that_pad():
+    # the last window starts at in - WINDOW, before the smallest next index (35): the
+    # inf inputs it spans are taken by no row, and padded lanes read the zero slot
+    n_in = 40
+    indices = np.array([[35, 36, 39], [0, 37, 38]] * 8)
+    values = np.ones(indices.shape, np.float32)
+    x = np.ones((1, n_in), np.float32)
+    x[0, 1:35] = np.inf
+    w = matmul.window_layout(values, indices, n_in)
+    assert list(w.step_input) == [0, n_in - K.WINDOW, n_in - K.WINDOW, n_in - K.WINDOW]
+    y_lanes, y_windows = lanes_and_windows(values, indices, np.zeros(16, np.float32), x)
+    assert same_bits(y_lanes, y_windows)
+    np.testing.assert_array_equal(y_windows, 3.0)
 
 
 @settings(max_examples=25, deadline=None)
