@@ -17,8 +17,8 @@ Layouts (docs/algorithm.md §9):
   ``LANES`` and the blocks in groups of ``GROUP`` = 4; a group runs a sequence of steps,
   each over a window of ``WINDOW`` = 31 inputs starting anywhere (``step_input``), in
   which each row takes its next nonzero or pads; a unit (one step of one block) is 16
-  values and 16 byte offsets into the window, padding being value 0 at offset
-  ``PAD_OFFSET``, a slot that holds 0;
+  byte offsets into the window, padding at ``PAD_OFFSET``, a slot that holds 0; the
+  values, unpadded, are one stream of the ``n k`` nonzeros in unit and lane order;
 - activations of a batch are feature-major, ``xT [in, B]``, so each gathered input is one
   contiguous row of ``B`` floats.
 
