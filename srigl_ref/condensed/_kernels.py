@@ -419,8 +419,9 @@ def matvec_windows(x, values, offsets, step_input, step_start, group_start, bias
     x : [B, in] or [in] float32; values : [n k] float32 (the nonzeros in stream order);
     offsets : [n_units, LANES] uint8; step_input : [n_steps] int32; step_start,
     group_start : [n_groups + 1] int64 (``matmul.window_layout``); bias : [n_blocks * LANES]
-    float32 (padded); y : [B, n] or [n] float32 as ``x`` (written). Group by group, each
-    group for every example while its values are in cache. Slow twin:
+    float32 (padded); y : [B, n] or [n] float32 as ``x`` (written; exactly ``n`` columns,
+    as ``k`` is taken to be ``values.size // n``). Group by group, each group for every
+    example while its values are in cache. Slow twin:
     ``tests/condensed/naive_condensed.py::forward``.
     """
     rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
