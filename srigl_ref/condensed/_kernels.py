@@ -63,7 +63,7 @@ PREFETCH_STEPS = 32              # _lanes_dot prefetches the values this many st
 WINDOW = 31                      # inputs per window of the window layout (+ one zero slot)
 PAD_OFFSET = WINDOW              # the zero slot: padded lanes read 0, never an input
 GROUP = 4                        # blocks of the window layout sharing steps
-WINDOW_PREFETCH = 1024           # window_dot_loop prefetches its values this many ahead
+WINDOW_PREFETCH = 1024           # window_dot_loop prefetches values this many ahead
 
 
 def _gather_vector(builder, x_ptr, index_ptr, fty, bits):
@@ -223,9 +223,10 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_steps, start, n
     expanding load, ``vexpandps``; the others 0), and one ``llvm.fmuladd`` adds the
     products. One flat loop over the steps: a new window costs two loads from ``x`` (in
     L1), not a branch. Both loads are masked to the inputs below ``n_in`` (all of a window
-    when ``n_in >= WINDOW``), so ``x`` is read in place. Each step prefetches the values
-    ``WINDOW_PREFETCH`` ahead: a value's address depends on the offsets before it, so
-    without the prefetch the two streams' cache misses queue one behind the other. Units
+    when ``n_in >= WINDOW``), so ``x`` is read in place. Each unit prefetches the values
+    ``WINDOW_PREFETCH`` past its own (a unit takes ~10 values, so every 64-byte line is
+    prefetched): a value's address depends on the offsets before it, so without the
+    prefetch the two streams' cache misses queue one behind the other. Units
     run from ``start`` (i64, in units of ``LANES``), values from ``v_ptr``; ``n_in`` and
     ``n_steps`` are i64. Each accumulator lane sums its row in stream order from +0.0.
     """
@@ -273,8 +274,6 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_steps, start, n
     builder.position_at_end(loop)
     i, q, p = builder.phi(i64), builder.phi(i64), builder.phi(i64)    # step, unit, value
     accs = [builder.phi(vty) for _ in range(n_acc)]
-    ahead = builder.gep(v_ptr, [builder.add(p, c(WINDOW_PREFETCH))])
-    builder.call(prefetch, [builder.bitcast(ahead, i8p), read, locality, data_cache])
     base = builder.gep(x_ptr, [builder.sext(builder.load(builder.gep(s_ptr, [i])), i64)])
     lo = builder.call(masked_load, [base, align, lo_mask, zero])
     hi = builder.call(masked_load, [builder.gep(base, [c(LANES)]), align, hi_mask, zero])
@@ -285,6 +284,8 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_steps, start, n
                                align=1)
         picked = builder.call(permute, [lo, builder.zext(offsets, ity), hi])
         real = builder.icmp_unsigned("!=", offsets, pad)                 # <16 x i1>
+        ahead = builder.gep(v_ptr, [builder.add(p_next, c(WINDOW_PREFETCH))])
+        builder.call(prefetch, [builder.bitcast(ahead, i8p), read, locality, data_cache])
         v = builder.call(expand_load, [builder.gep(v_ptr, [p_next]), real, zero])
         taken = builder.call(popcount, [builder.bitcast(real, i16)])
         p_next = builder.add(p_next, builder.zext(taken, i64))
