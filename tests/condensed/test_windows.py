@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(
     reason="Numba's target CPU lacks AVX-512 (AVX512F/VL): the window kernel cannot run")
 
 # Window edges: 1 input, a window minus / exactly / plus one, not a multiple of WINDOW or of
-# 32, and the largest uint16 layer (65536 inputs).
+# 32, the largest uint16 layer (65536 inputs) and a uint32 one.
 EDGE_IN = (1, K.WINDOW - 1, K.WINDOW, K.WINDOW + 1, 32, 2 * K.WINDOW + 5, 1000, 65535, 65536,
            70001)
 
@@ -23,7 +23,7 @@ def window_layers(draw):
     """``(values, indices, bias, x)``: float32, rows ascending, x [B, in], B in 1..8.
 
     Row counts cover partial blocks and partial groups (1..3 blocks in the last group);
-    narrow rows over wide inputs leave windows empty for whole blocks.
+    narrow rows over wide inputs leave long stretches of inputs no row of a group reads.
     """
     n_in = draw(st.one_of(st.integers(1, 200), st.sampled_from(EDGE_IN)))
     n = draw(st.one_of(st.integers(1, 40), st.sampled_from(
