@@ -63,7 +63,7 @@ PREFETCH_STEPS = 32              # _lanes_dot prefetches the values this many st
 WINDOW = 31                      # inputs per window of the window layout (+ one zero slot)
 PAD_OFFSET = WINDOW              # the zero slot: padded lanes read 0, never an input
 GROUP = 4                        # blocks of the window layout sharing steps
-WINDOW_PREFETCH = 1024           # window_dot_loop prefetches values this many ahead
+WINDOW_PREFETCH = 2048           # window_dot_loop prefetches values this many ahead
 
 
 def _gather_vector(builder, x_ptr, index_ptr, fty, bits):
