@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from bench.harness import print_environment  # noqa: E402
 from srigl_ref import checkpoint  # noqa: E402
-from srigl_ref.condensed.model import (CONV_STRATEGIES, condense_model,  # noqa: E402
-                                       model_from_checkpoint)
+from srigl_ref.condensed import model_from_checkpoint  # noqa: E402
+from srigl_ref.condensed.model import CONV_STRATEGIES, condense_model  # noqa: E402
 from srigl_ref.train import TrainConfig, Trainer, run_dataset  # noqa: E402
 
 QUICK_RUN = dict(dataset="synthetic", n_train=512, batch_size=64, epochs=1, delta=4)

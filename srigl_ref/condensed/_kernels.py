@@ -13,11 +13,12 @@ Layouts (docs/algorithm.md §9):
   ``slab_index [n_blocks, k, LANES]`` (uint16/uint32), so ``slab_values[b, j, l] =
   values[LANES * b + l, j]``. Rows past ``n`` in the last block are padding (value 0, index
   0); a kernel writing ``[n_pad]`` computes them, the caller drops them;
-- window (``matmul.window_layout``, batch 1 on AVX-512 CPUs): the inputs cut into windows
-  of ``WINDOW`` = 31, the rows into blocks of ``LANES`` and the blocks into groups of
-  ``GROUP`` = 4; per group and window, as many steps as the group's fullest row has
-  nonzeros there; a unit (one step of one block) is 16 values and 16 byte offsets into
-  the window, padding being value 0 at offset ``PAD_OFFSET``, a slot that holds 0;
+- window (``matmul.window_layout``, batch 1 on AVX-512 CPUs): the rows in blocks of
+  ``LANES`` and the blocks in groups of ``GROUP`` = 4; a group runs a sequence of steps,
+  each over a window of ``WINDOW`` = 31 inputs starting anywhere (``step_input``), in
+  which each row takes its next nonzero or pads; a unit (one step of one block) is 16
+  byte offsets into the window, padding at ``PAD_OFFSET``, a slot that holds 0; the
+  values, unpadded, are one stream of the ``n k`` nonzeros in unit and lane order;
 - activations of a batch are feature-major, ``xT [in, B]``, so each gathered input is one
   contiguous row of ``B`` floats.
 
@@ -38,9 +39,11 @@ Kernel shapes (why each is built so, with the measurements, in bench/README.md,
     makes the rows of a block equally long: no horizontal sum, no remainder loop;
   - window (``_window_dot``, LLVM IR, AVX-512): the window's inputs sit in two registers,
     so a step gathers its 16 inputs with one two-source permute (``vpermi2ps``) instead of
-    16 loads, and the ``GROUP`` blocks of a group, sharing step counts, keep four
-    independent multiply-add chains in flight. Padding costs multiply-adds and bytes, so
-    it pays only where a row has a few nonzeros per window (``matmul.use_windows``);
+    16 loads, and the ``GROUP`` blocks of a group, sharing steps, keep four independent
+    multiply-add chains in flight. The values are stored without padding (an expanding
+    load, ``vexpandps``, puts them in their lanes); a padded lane costs a multiply-add and
+    an offset byte, so the kernel pays where a row has about one nonzero per window or
+    more (``matmul.use_windows``);
 - batched: four nonzeros per pass over the ``B`` lanes (one load and one store of the
   output row per four FMAs; the loop vectorises over contiguous rows); in the lanes
   layout the 16 rows of a block take turns every four nonzeros, so the four value and
@@ -59,7 +62,8 @@ LANES = 16                       # rows per block of the lanes layout (one 64 B 
 PREFETCH_STEPS = 32              # _lanes_dot prefetches the values this many steps ahead
 WINDOW = 31                      # inputs per window of the window layout (+ one zero slot)
 PAD_OFFSET = WINDOW              # the zero slot: padded lanes read 0, never an input
-GROUP = 4                        # blocks of the window layout sharing step counts
+GROUP = 4                        # blocks of the window layout sharing steps
+WINDOW_PREFETCH = 2048           # window_dot_loop prefetches values this many ahead
 
 
 def _gather_vector(builder, x_ptr, index_ptr, fty, bits):
@@ -206,19 +210,25 @@ def matvec_lanes_parallel(x, slab_values, slab_index, bias, y):
             _block_matvec(x[t], flat_values, flat_index, bias, y[t], b, k)
 
 
-def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n_acc):
+def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, s_ptr, n_steps, start, n_acc):
     """LLVM IR (code generation helper, not a kernel): ``n_steps`` steps of one group of
     ``n_acc`` blocks of the window layout; returns the ``n_acc`` accumulators.
 
-    Step ``i`` works in window ``w = w_ptr[i]`` (int32): the inputs ``x[WINDOW w + i]``,
-    ``i < WINDOW``, in two ``<16 x float>`` registers whose last slot (``PAD_OFFSET``)
-    holds 0; then, for each of the ``n_acc`` blocks, one unit of the streams: 16 byte
-    offsets widened to i32, the 16 inputs picked from the two registers by one two-source
-    permute, one ``llvm.fmuladd`` with 16 values. One flat loop over the steps: a window
-    change costs two loads from ``x`` (in L1), not a branch. The last window, which may
-    end past ``n_in``, is read from a 32-float copy zero-filled past ``n_in``, made once.
-    Units run from ``start`` (i64, in units of ``LANES``); ``n_in`` and ``n_steps`` are
-    i64. Each accumulator lane sums its row in stream order from +0.0.
+    Step ``i`` works in the window of ``WINDOW`` inputs from ``s = s_ptr[i]`` (int32,
+    ``s + WINDOW <= n_in`` unless ``s == 0``): ``x[s + o]``, ``o < WINDOW``, in two
+    ``<16 x float>`` registers whose last slot (``PAD_OFFSET``) holds 0; then, for each of
+    the ``n_acc`` blocks, one unit of the offset stream: 16 byte offsets, widened to i32,
+    pick the 16 inputs from the two registers (one two-source permute); the lanes whose
+    offset is not ``PAD_OFFSET`` take the next values of the value stream in turn (an
+    expanding load, ``vexpandps``; the others 0), and one ``llvm.fmuladd`` adds the
+    products. One flat loop over the steps: a new window costs two loads from ``x`` (in
+    L1), not a branch. Both loads are masked to the inputs below ``n_in`` (all of a window
+    when ``n_in >= WINDOW``), so ``x`` is read in place. Each unit prefetches the values
+    ``WINDOW_PREFETCH`` past its own (a unit takes ~10 values, so every 64-byte line is
+    prefetched): a value's address depends on the offsets before it, so without the
+    prefetch the two streams' cache misses queue one behind the other. Units
+    run from ``start`` (i64, in units of ``LANES``), values from ``v_ptr``; ``n_in`` and
+    ``n_steps`` are i64. Each accumulator lane sums its row in stream order from +0.0.
     """
     i1, i8, i16, i32, i64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
     f32 = ir.FloatType()
@@ -232,27 +242,29 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
     masked_load = cgutils.get_or_insert_function(
         mod, ir.FunctionType(vty, [f32.as_pointer(), i32, mty, vty]),
         f"llvm.masked.load.v{LANES}f32.p0")
+    expand_load = cgutils.get_or_insert_function(
+        mod, ir.FunctionType(vty, [f32.as_pointer(), mty, vty]),
+        f"llvm.masked.expandload.v{LANES}f32")
+    popcount = cgutils.get_or_insert_function(mod, ir.FunctionType(i16, [i16]),
+                                              "llvm.ctpop.i16")
+    i8p = i8.as_pointer()
+    prefetch = cgutils.get_or_insert_function(
+        mod, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    read, locality, data_cache = (ir.Constant(i32, c) for c in (0, 3, 1))
     zero = ir.Constant(vty, [0.0] * LANES)
+    pad = ir.Constant(bty, [PAD_OFFSET] * LANES)
     align = ir.Constant(i32, 4)
 
     def c(value):
         return ir.Constant(i64, value)
 
+    def low_lanes(count):                                            # count in 0 .. LANES
+        bits = builder.sub(builder.shl(c(1), count), c(1))
+        return builder.bitcast(builder.trunc(bits, i16), mty)
 
-    tail = builder.bitcast(cgutils.alloca_once(builder, ir.ArrayType(f32, 2 * LANES)),
-                           f32.as_pointer())                         # the last window
-    w_last = builder.sdiv(builder.sub(n_in, c(1)), c(WINDOW))
-    first = builder.mul(w_last, c(WINDOW))
-    rest = builder.sub(n_in, first)                                  # 1 .. WINDOW inputs
-    lo_n = _min(builder, rest, c(LANES))
-    for half, count in enumerate((lo_n, builder.sub(rest, lo_n))):
-        bits = builder.sub(builder.shl(c(1), count), c(1))           # the low `count` lanes
-        mask = builder.bitcast(builder.trunc(bits, i16), mty)
-        ptr = builder.gep(x_ptr, [builder.add(first, c(LANES * half))])
-        part = builder.call(masked_load, [ptr, align, mask, zero])
-        builder.store(part, builder.bitcast(builder.gep(tail, [c(LANES * half)]),
-                                            vty.as_pointer()), align=4)
-    hi_mask = ir.Constant(mty, [1] * (WINDOW - LANES) + [0])         # slot PAD_OFFSET: 0
+    lo_n = _min(builder, n_in, c(LANES))
+    hi_n = _min(builder, builder.sub(n_in, lo_n), c(WINDOW - LANES))  # slot PAD_OFFSET: 0
+    lo_mask, hi_mask = low_lanes(lo_n), low_lanes(hi_n)
 
     entry = builder.block
     loop = builder.append_basic_block("window.step")
@@ -260,21 +272,23 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
     builder.cbranch(builder.icmp_signed(">", n_steps, c(0)), loop, done)
 
     builder.position_at_end(loop)
-    i, q = builder.phi(i64), builder.phi(i64)
+    i, q, p = builder.phi(i64), builder.phi(i64), builder.phi(i64)    # step, unit, value
     accs = [builder.phi(vty) for _ in range(n_acc)]
-    w = builder.sext(builder.load(builder.gep(w_ptr, [i])), i64)
-    base = builder.select(builder.icmp_signed("==", w, w_last), tail,
-                          builder.gep(x_ptr, [builder.mul(w, c(WINDOW))]))
-    lo = builder.load(builder.bitcast(base, vty.as_pointer()), align=4)
+    base = builder.gep(x_ptr, [builder.sext(builder.load(builder.gep(s_ptr, [i])), i64)])
+    lo = builder.call(masked_load, [base, align, lo_mask, zero])
     hi = builder.call(masked_load, [builder.gep(base, [c(LANES)]), align, hi_mask, zero])
-    new_accs = []
+    new_accs, p_next = [], p
     for g, acc in enumerate(accs):
         unit = builder.mul(builder.add(q, c(g)), c(LANES))
         offsets = builder.load(builder.bitcast(builder.gep(o_ptr, [unit]), bty.as_pointer()),
                                align=1)
         picked = builder.call(permute, [lo, builder.zext(offsets, ity), hi])
-        v = builder.load(builder.bitcast(builder.gep(v_ptr, [unit]), vty.as_pointer()),
-                         align=4)
+        real = builder.icmp_unsigned("!=", offsets, pad)                 # <16 x i1>
+        ahead = builder.gep(v_ptr, [builder.add(p_next, c(WINDOW_PREFETCH))])
+        builder.call(prefetch, [builder.bitcast(ahead, i8p), read, locality, data_cache])
+        v = builder.call(expand_load, [builder.gep(v_ptr, [p_next]), real, zero])
+        taken = builder.call(popcount, [builder.bitcast(real, i16)])
+        p_next = builder.add(p_next, builder.zext(taken, i64))
         new_accs.append(builder.call(fmuladd, [v, picked, acc]))
     i_next, q_next = builder.add(i, c(1)), builder.add(q, c(n_acc))
     builder.cbranch(builder.icmp_signed("<", i_next, n_steps), loop, done)
@@ -282,6 +296,8 @@ def window_dot_loop(builder, x_ptr, n_in, v_ptr, o_ptr, w_ptr, n_steps, start, n
     i.add_incoming(i_next, loop)
     q.add_incoming(start, entry)
     q.add_incoming(q_next, loop)
+    p.add_incoming(c(0), entry)
+    p.add_incoming(p_next, loop)
     for acc, new in zip(accs, new_accs):
         acc.add_incoming(zero, entry)
         acc.add_incoming(new, loop)
@@ -302,39 +318,41 @@ def _min(builder, a, b):
 
 
 @intrinsic(prefer_literal=True)
-def _window_dot(typingctx, x, values, offsets, step_window, steps_start, n_steps, start,
-                n_acc, bias, out, row0):
+def _window_dot(typingctx, x, values, offsets, step_input, steps_start, n_steps, start,
+                value_start, n_acc, bias, out, row0):
     """One group of ``n_acc`` blocks of the window layout (``window_dot_loop``): for the
     group's rows ``r = row0 + LANES g + l`` below ``out.shape[0]``, ``out[r] = (sum of the
     row) + bias[r]``.
 
     x : [in] float32; values : flat float32 stream; offsets : flat uint8 stream (unit
-    ``u`` at ``LANES u``); step_window : int32, the window of each step, the group's
-    ``n_steps`` from ``steps_start``; start : the group's first unit; n_acc : literal 1..4;
+    ``u`` at ``LANES u``); step_input : int32, the first input of each step, the group's
+    ``n_steps`` from ``steps_start``; start : the group's first unit; value_start : its
+    first value; n_acc : literal 1..4;
     bias : [>= row0 + LANES n_acc] float32 (padded); out : [n] float32 (rows past ``n`` are
     not stored). Needs AVX-512 (``vpermi2ps``). No bounds checks.
     """
-    arrays = (x, values, offsets, step_window, bias, out)
+    arrays = (x, values, offsets, step_input, bias, out)
     if not (isinstance(n_acc, types.IntegerLiteral) and 1 <= n_acc.literal_value <= 4
             and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
                     for a in arrays)
             and x.dtype == values.dtype == bias.dtype == out.dtype == types.float32
-            and offsets.dtype == types.uint8 and step_window.dtype == types.int32):
+            and offsets.dtype == types.uint8 and step_input.dtype == types.int32):
         return None
-    sig = types.void(x, values, offsets, step_window, types.intp, types.intp, types.intp,
-                     n_acc, bias, out, types.intp)
+    sig = types.void(x, values, offsets, step_input, types.intp, types.intp, types.intp,
+                     types.intp, n_acc, bias, out, types.intp)
 
     def codegen(context, builder, signature, args):
-        xa, va, oa, wa, s0, ns, u0, _, ba, ya, r0 = args
+        xa, va, oa, wa, s0, ns, u0, v0, _, ba, ya, r0 = args
         i16, i64 = ir.IntType(16), ir.IntType(64)
+
         def arr(aty, value):
             return _data(context, builder, aty, value)
 
         n_in = context.make_array(x)(context, builder, xa).nitems
         n_out = context.make_array(out)(context, builder, ya).nitems
         totals = window_dot_loop(
-            builder, arr(x, xa), n_in, arr(values, va), arr(offsets, oa),
-            builder.gep(arr(step_window, wa), [s0]), ns, u0, n_acc.literal_value)
+            builder, arr(x, xa), n_in, builder.gep(arr(values, va), [v0]), arr(offsets, oa),
+            builder.gep(arr(step_input, wa), [s0]), ns, u0, n_acc.literal_value)
         vty = totals[0].type
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [vty, vty.element.as_pointer(),
@@ -366,59 +384,130 @@ def _data(context, builder, aty, value):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _group_dot(x, values, offsets, step_window, step_start, group_start, n_blocks, bias, y,
-               q):
-    """Group ``q`` (of ``GROUP`` blocks; fewer in the last) of a layer in the window layout
-    into ``y`` (``_window_dot``)."""
+def _group_dot(x, values, offsets, step_input, step_start, group_start, n_blocks, k, bias,
+               y, q):
+    """Group ``q`` (of ``GROUP`` blocks; fewer in the last) of a layer of fan-in ``k`` in
+    the window layout into ``y`` (``_window_dot``); its values start at its first row's."""
     g = min(GROUP, n_blocks - q * GROUP)
     s0, u0, r0 = step_start[q], group_start[q], q * GROUP * LANES
-    n_steps = step_start[q + 1] - s0
+    n_steps, v0 = step_start[q + 1] - s0, r0 * k
     if g == 4:
-        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 4, bias, y, r0)
+        _window_dot(x, values, offsets, step_input, s0, n_steps, u0, v0, 4, bias, y, r0)
     elif g == 3:
-        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 3, bias, y, r0)
+        _window_dot(x, values, offsets, step_input, s0, n_steps, u0, v0, 3, bias, y, r0)
     elif g == 2:
-        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 2, bias, y, r0)
+        _window_dot(x, values, offsets, step_input, s0, n_steps, u0, v0, 2, bias, y, r0)
     else:
-        _window_dot(x, values, offsets, step_window, s0, n_steps, u0, 1, bias, y, r0)
+        _window_dot(x, values, offsets, step_input, s0, n_steps, u0, v0, 1, bias, y, r0)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _group_matvec(x, values, offsets, step_window, step_start, group_start, bias, y, q):
+def _group_matvec(x, values, offsets, step_input, step_start, group_start, bias, y, q):
     """Group ``q`` of ``matvec_windows`` for every example of ``x [B, in]`` into ``y``."""
-    flat_values, flat_offsets = values.reshape(-1), offsets.reshape(-1)
-    n_blocks = bias.shape[0] // LANES
+    flat_offsets = offsets.reshape(-1)
+    n_blocks, k = bias.shape[0] // LANES, values.shape[0] // y.shape[1]
     for t in range(x.shape[0]):
-        _group_dot(x[t], flat_values, flat_offsets, step_window, step_start, group_start,
-                   n_blocks, bias, y[t], q)
+        _group_dot(x[t], values, flat_offsets, step_input, step_start, group_start,
+                   n_blocks, k, bias, y[t], q)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def matvec_windows(x, values, offsets, step_window, step_start, group_start, bias, y):
+def matvec_windows(x, values, offsets, step_input, step_start, group_start, bias, y):
     """Batch 1 (or a few examples, one at a time) in the window layout, serial:
     ``y[t, r] = sum_j values[r, j] * x[t, index[r, j]] + bias[r]``, bit for bit
     ``matvec_lanes``. Needs AVX-512.
 
-    x : [B, in] or [in] float32; values : [n_units, LANES] float32; offsets : [n_units,
-    LANES] uint8; step_window : [n_steps] int32; step_start, group_start : [n_groups + 1]
-    int64 (``matmul.window_layout``); bias : [n_blocks * LANES] float32 (padded); y :
-    [B, n] or [n] float32 as ``x`` (written). Group by group, each group for every example while its
-    values are in cache. Slow twin: ``tests/condensed/naive_condensed.py::forward``.
+    x : [B, in] or [in] float32; values : [n k] float32 (the nonzeros in stream order);
+    offsets : [n_units, LANES] uint8; step_input : [n_steps] int32; step_start,
+    group_start : [n_groups + 1] int64 (``matmul.window_layout``); bias : [n_blocks * LANES]
+    float32 (padded); y : [B, n] or [n] float32 as ``x`` (written; exactly ``n`` columns,
+    as ``k`` is taken to be ``values.size // n``). Group by group, each group for every
+    example while its values are in cache. Slow twin:
+    ``tests/condensed/naive_condensed.py::forward``.
     """
     rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
     for q in range(group_start.shape[0] - 1):
-        _group_matvec(rows, values, offsets, step_window, step_start, group_start, bias,
+        _group_matvec(rows, values, offsets, step_input, step_start, group_start, bias,
                       out, q)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
-def matvec_windows_parallel(x, values, offsets, step_window, step_start, group_start, bias,
+def matvec_windows_parallel(x, values, offsets, step_input, step_start, group_start, bias,
                             y):
     """``matvec_windows`` with the groups split across threads (same per-group code)."""
     rows, out = x.reshape((-1, x.shape[-1])), y.reshape((-1, y.shape[-1]))
     for q in prange(group_start.shape[0] - 1):
-        _group_matvec(rows, values, offsets, step_window, step_start, group_start, bias,
+        _group_matvec(rows, values, offsets, step_input, step_start, group_start, bias,
                       out, q)
+
+
+@njit(cache=True, inline="always")
+def _window_walk(index, values, in_features, r0, m, fill, u0, s0, out_values, out_offsets,
+                 step_input):
+    """The steps of the rows ``r0 .. r0 + m`` (one group); returns how many.
+
+    Each step starts at the smallest next index of the group's rows (clamped so that its
+    ``WINDOW`` inputs lie below ``in_features``, or at 0), and every row whose next index
+    falls in the window takes it; the other rows pad. When ``fill``, step ``t`` is written
+    to ``step_input[s0 + t]``, its units' offsets to ``out_offsets[u0 + ceil(m / LANES) t
+    + ...]`` (padding left as the caller filled it) and the values it takes, unit by unit
+    and lane by lane, to ``out_values`` from ``r0 k`` on. index : [n, k] int64;
+    values : [n, k].
+    """
+    k = index.shape[1]
+    blocks = (m + LANES - 1) // LANES
+    last = max(in_features - WINDOW, 0)
+    taken = np.zeros(m, np.int64)                                    # next j of each row
+    p = r0 * k                                                       # next value
+    t = 0
+    while True:
+        s = in_features
+        for i in range(m):
+            if taken[i] < k:
+                s = min(s, index[r0 + i, taken[i]])
+        if s == in_features:
+            return t
+        s = min(s, last)
+        for i in range(m):
+            j = taken[i]
+            if j < k and index[r0 + i, j] - s < WINDOW:
+                if fill:
+                    out_offsets[u0 + t * blocks + i // LANES, i % LANES] = index[r0 + i, j] - s
+                    out_values[p] = values[r0 + i, j]
+                    p += 1
+                taken[i] = j + 1
+        if fill:
+            step_input[s0 + t] = s
+        t += 1
+
+
+@njit(cache=True)
+def window_steps(index, in_features, steps):
+    """``steps[q]``: the number of steps of group ``q`` of ``GROUP LANES`` rows
+    (``_window_walk``). index : [n, k] int64; steps : [n_groups] int64 (written)."""
+    rows = GROUP * LANES
+    for q in range(steps.shape[0]):
+        m = min(rows, index.shape[0] - q * rows)
+        steps[q] = _window_walk(index, np.empty((0, 0), np.float32), in_features, q * rows,
+                                m, False, 0, 0, np.empty(0, np.float32),
+                                np.empty((0, LANES), np.uint8), np.empty(0, np.int32))
+
+
+@njit(cache=True)
+def window_fill(index, values, in_features, step_start, group_start, out_values,
+                out_offsets, step_input):
+    """Write the window layout's streams (``matmul.window_layout``) group by group.
+
+    index : [n, k] int64; values : [n, k] float32; step_start, group_start :
+    [n_groups + 1] int64 (from ``window_steps``); out_values : [n k] float32 (written);
+    out_offsets : [n_units, LANES] uint8, ``PAD_OFFSET``; step_input : [n_steps] int32
+    (written).
+    """
+    rows = GROUP * LANES
+    for q in range(step_start.shape[0] - 1):
+        m = min(rows, index.shape[0] - q * rows)
+        _window_walk(index, values, in_features, q * rows, m, True, group_start[q],
+                     step_start[q], out_values, out_offsets, step_input)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -691,7 +780,7 @@ def mlp_matvec_windows(x, params, index, steps, layout, buf):
     stream (``matmul.window_layout``); ``index`` is uint8 and holds its offset stream (from
     ``layout[li, 5]``); steps : int32, holds from ``layout[li, 10]`` its ``group_start``
     and ``step_start`` (``n_groups + 1`` each, ``n_groups = ceil(n_blocks / GROUP)``), then
-    its ``step_window``; ``layout[li, 11]`` is its number of inputs; its bias holds
+    its ``step_input``; ``layout[li, 11]`` is its number of inputs; its bias holds
     ``LANES * n_blocks`` entries (padded) but only ``n`` outputs are written.
     """
     buf[:x.shape[0]] = x
@@ -703,11 +792,11 @@ def mlp_matvec_windows(x, params, index, steps, layout, buf):
             n_groups = (n_blocks + GROUP - 1) // GROUP
             group_start = steps[so:so + n_groups + 1]
             step_start = steps[so + n_groups + 1:so + 2 * n_groups + 2]
-            step_window = steps[so + 2 * n_groups + 2:]
+            step_input = steps[so + 2 * n_groups + 2:]
             bias = params[bo:bo + n_blocks * LANES]
             for q in range(n_groups):
-                _group_dot(buf[io:io + n_in], params[vo:], index[wo:], step_window,
-                           step_start, group_start, n_blocks, bias, buf[oo:oo + n], q)
+                _group_dot(buf[io:io + n_in], params[vo:], index[wo:], step_input,
+                           step_start, group_start, n_blocks, k, bias, buf[oo:oo + n], q)
         else:
             _dense_matvec(params, buf, n, k, vo, bo, io, oo)
         if relu != 0:

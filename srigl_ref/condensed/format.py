@@ -53,8 +53,8 @@ class CondensedLinear:
       1.5x the bytes of ``values``.
     - ``_windows`` (``matmul.window_layout``): the window-permute layout read at batch 1
       (and per example up to ``matmul.SMALL_BATCH``) where ``matmul.use_windows`` (an
-      AVX-512 CPU, at least ~2 nonzeros per row and window). Its padding makes it about
-      1.5-3x the bytes of ``values`` (bench/README.md).
+      AVX-512 CPU, at least one nonzero per row and window on average). The values once,
+      plus a byte per row and step: about 1.3-1.6x the bytes of ``values`` (bench/README.md).
     """
     values: np.ndarray       # [n_active, k] float32
     indices: np.ndarray      # [n_active, k] int32, ascending per row

@@ -51,13 +51,17 @@ def _window_kernel_runs() -> bool:
 
 # The batch-1 kernel (and per-example small batches) of float32 layers: the window-permute
 # kernel where the CPU has AVX-512 (and the layer is dense enough, ``use_windows``), else
-# the lanes kernel. Both give the same bits. Set to False to run the lanes kernel always.
+# the lanes kernel. Both give the same bits. The window kernel is the faster one both when
+# the layer stays in cache and when it streams from memory (bench/README.md, "### Window-
+# permute kernel"), so this is the only switch: set it to False to run the lanes kernel
+# always (read at every call; a whole-model plan reads it when built).
 WINDOW_KERNEL = _window_kernel_runs()
 
 # The window kernel needs a row to have about this many nonzeros per window on average:
-# below, its per-window work and padding cost more than the lanes kernel's per-nonzero
-# gathers (bench/README.md, "### Window-permute kernel", *Density*).
-WINDOW_MIN_NONZEROS = 2
+# below, its padding (steps where most rows have nothing to take) costs more than the
+# lanes kernel's per-nonzero gathers (bench/README.md, "### Window-permute kernel",
+# *Density*).
+WINDOW_MIN_NONZEROS = 1
 
 
 def windows_pay_off(k: int, in_features: int) -> bool:
@@ -126,14 +130,16 @@ class WindowLayout(NamedTuple):
 
     Attributes
     ----------
-    values : ndarray of shape (n_units, LANES), float32
+    values : ndarray of shape (n k,), float32
+        The nonzeros in stream order (unit by unit, lane by lane; no padding): a unit's
+        lanes that hold an input take the next values in turn. Group ``q``'s start at
+        ``GROUP LANES q k``.
     offsets : ndarray of shape (n_units, LANES), uint8
-        Each unit is one step of one block of ``LANES`` rows: a row's value and its input's
-        offset in the step's window (``PAD_OFFSET``, a zero slot, for padding).
-    step_window : ndarray of shape (n_steps,), int32
-        The window of each step, group by group, ascending within a group; a group of
-        ``GROUP`` blocks takes as many steps in a window as its fullest row has nonzeros
-        there, each step one unit per block.
+        Each unit is one step of one block of ``LANES`` rows: each row's input's offset in
+        the step's window, or ``PAD_OFFSET`` (a zero slot, and no value) for padding.
+    step_input : ndarray of shape (n_steps,), int32
+        The first input of each step's window, group by group; a step of a group of
+        ``GROUP`` blocks (fewer in the last) is one unit per block.
     step_start : ndarray of shape (n_groups + 1,), int64
         The first step of each group (and the total).
     group_start : ndarray of shape (n_groups + 1,), int64
@@ -141,7 +147,7 @@ class WindowLayout(NamedTuple):
     """
     values: np.ndarray
     offsets: np.ndarray
-    step_window: np.ndarray
+    step_input: np.ndarray
     step_start: np.ndarray
     group_start: np.ndarray
 
@@ -149,64 +155,42 @@ class WindowLayout(NamedTuple):
 def window_layout(values: np.ndarray, indices: np.ndarray, in_features: int) -> WindowLayout:
     """The batch-1 kernel's layout on AVX-512 CPUs (``_kernels.matvec_windows``).
 
-    The inputs are cut into windows of ``WINDOW`` (31) and the rows into blocks of
-    ``LANES`` (16), ``GROUP`` (4) blocks a group (fewer in the last). In each window a
-    group takes as many steps as its fullest row has nonzeros there; step ``t`` of block
-    ``b`` holds, for each row, its ``t``-th nonzero in the window, or value 0 at the zero
-    slot. Units run group by group, window by window, step by step, block by block, so a
-    row meets its nonzeros in order ``j = 0 .. k-1``: the sums are bit for bit the lanes
-    kernel's (adding ``0 * 0`` to a sum that starts at +0.0 changes nothing), and a NaN or
-    inf input reaches exactly the rows that read it.
+    The rows go in blocks of ``LANES`` (16), ``GROUP`` (4) blocks a group (fewer in the
+    last). A group runs a sequence of steps, each over a window of ``WINDOW`` (31)
+    consecutive inputs that starts at the smallest next index of the group's rows
+    (*sliding* starts; moved back to ``in_features - WINDOW`` near the end); every row whose
+    next nonzero falls in the window takes it, the others pad (offset ``PAD_OFFSET``, the
+    zero slot; the kernel gives them value 0, and the value stream stores none). So each
+    row meets its nonzeros in order ``j = 0 .. k-1``, whatever their order: the sums are
+    bit for bit the lanes kernel's (adding ``0 * 0`` to a sum that starts at +0.0 changes
+    nothing), and a NaN or inf input reaches exactly the rows that read it.
 
     Parameters
     ----------
     values : ndarray of shape (n, k), float32
     indices : ndarray of shape (n, k), integer, each in ``[0, in_features)``
-        Ascending per row for the bit-for-bit guarantee (otherwise a row's nonzeros are
-        summed window by window, in order ``j`` within a window).
     in_features : int
 
     Returns
     -------
     WindowLayout
     """
-    n, k = values.shape
-    n_blocks = -(-n // LANES)
+    n_blocks = -(-values.shape[0] // LANES)
     n_groups = -(-n_blocks // GROUP)
-    n_windows = -(-in_features // WINDOW)
-    rows = np.arange(n)[:, None]                                     # [n, 1]
-    window = indices // WINDOW                                       # [n, k]
-    counts = np.zeros((n_groups * GROUP * LANES, n_windows), dtype=np.int64)
-    np.add.at(counts, (np.broadcast_to(rows, window.shape), window), 1)
-    steps = counts.reshape(n_groups, GROUP * LANES, n_windows).max(axis=1)  # [groups, win]
+    index = np.ascontiguousarray(indices, dtype=np.int64)            # [n, k]
+    steps = np.empty(n_groups, dtype=np.int64)
+    _kernels.window_steps(index, in_features, steps)
     group_blocks = np.minimum(GROUP, n_blocks - GROUP * np.arange(n_groups))  # [n_groups]
-    units = (steps * group_blocks[:, None]).ravel()                  # per (group, window)
-    first_unit = np.concatenate(([0], np.cumsum(units)))             # [groups * win + 1]
-    # step of each nonzero: its rank among its row's nonzeros in the same window, in
-    # order j (a stable sort by window is the identity when the indices ascend)
-    order = np.argsort(window, axis=1, kind="stable")                # [n, k]
-    by_window = np.take_along_axis(window, order, axis=1)
-    j = np.broadcast_to(np.arange(k), window.shape)
-    is_first = np.ones(window.shape, dtype=bool)
-    is_first[:, 1:] = by_window[:, 1:] != by_window[:, :-1]
-    step = np.empty(window.shape, dtype=np.int64)                    # [n, k]
-    np.put_along_axis(step, order, j - np.maximum.accumulate(np.where(is_first, j, 0),
-                                                             axis=1), axis=1)
-    block, lane = rows // LANES, rows % LANES
-    group = block // GROUP
-    unit = (first_unit[group * n_windows + window] + step * group_blocks[group]
-            + block % GROUP)                                         # [n, k]
-    n_units = int(first_unit[-1])
-    out_values = np.zeros((n_units, LANES), dtype=np.float32)
+    step_start = np.concatenate(([0], np.cumsum(steps)))
+    group_start = np.concatenate(([0], np.cumsum(steps * group_blocks)))
+    n_units = int(group_start[-1])
+    out_values = np.empty(values.size, dtype=np.float32)
     out_offsets = np.full((n_units, LANES), PAD_OFFSET, dtype=np.uint8)
-    lanes = np.broadcast_to(lane, window.shape)
-    out_values[unit, lanes] = values
-    out_offsets[unit, lanes] = indices % WINDOW
-    step_window = np.repeat(np.tile(np.arange(n_windows, dtype=np.int32), n_groups),
-                            steps.ravel())                           # [n_steps]
-    step_start = np.concatenate(([0], np.cumsum(steps.sum(axis=1))))
-    return WindowLayout(out_values, out_offsets, step_window, step_start.astype(np.int64),
-                        first_unit[::n_windows].astype(np.int64))
+    step_input = np.empty(int(step_start[-1]), dtype=np.int32)
+    _kernels.window_fill(index, np.ascontiguousarray(values, dtype=np.float32),
+                         in_features, step_start, group_start, out_values, out_offsets,
+                         step_input)
+    return WindowLayout(out_values, out_offsets, step_input, step_start, group_start)
 
 
 def padded_rows(a: np.ndarray) -> np.ndarray:

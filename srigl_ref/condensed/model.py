@@ -284,7 +284,7 @@ class _MlpPlan:
                 w, n_space = win.values, n
                 idx = win.offsets.ravel()
                 steps.append(np.concatenate([win.group_start, win.step_start,
-                                             win.step_window]))
+                                             win.step_input]))
                 windows_at = [n_steps, lay.in_features]
                 n_steps += steps[-1].size
             else:

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.skipif(
     reason="Numba's target CPU lacks AVX-512 (AVX512F/VL): the window kernel cannot run")
 
 # Window edges: 1 input, a window minus / exactly / plus one, not a multiple of WINDOW or of
-# 32, and the largest uint16 layer (65536 inputs).
-EDGE_IN = (1, K.WINDOW - 1, K.WINDOW, K.WINDOW + 1, 32, 2 * K.WINDOW + 5, 1000, 65535, 65536)
+# 32, the largest uint16 layer (65536 inputs) and a uint32 one.
+EDGE_IN = (1, K.WINDOW - 1, K.WINDOW, K.WINDOW + 1, 32, 2 * K.WINDOW + 5, 1000, 65535, 65536,
+           70001)
 
 
 @st.composite
@@ -22,7 +23,7 @@ def window_layers(draw):
     """``(values, indices, bias, x)``: float32, rows ascending, x [B, in], B in 1..8.
 
     Row counts cover partial blocks and partial groups (1..3 blocks in the last group);
-    narrow rows over wide inputs leave windows empty for whole blocks.
+    narrow rows over wide inputs leave long stretches of inputs no row of a group reads.
     """
     n_in = draw(st.one_of(st.integers(1, 200), st.sampled_from(EDGE_IN)))
     n = draw(st.one_of(st.integers(1, 40), st.sampled_from(
@@ -97,6 +98,21 @@ def test_rows_with_an_empty_window_next_to_an_inf():
     assert np.isinf(y_windows[0, ::2]).all()
 
 
+def test_last_window_moved_back_reads_no_input_for_the_rows_that_pad():
+    # the last window starts at in - WINDOW, before the smallest next index (35): the
+    # inf inputs it spans are taken by no row, and padded lanes read the zero slot
+    n_in = 40
+    indices = np.array([[35, 36, 39], [0, 37, 38]] * 8)
+    values = np.ones(indices.shape, np.float32)
+    x = np.ones((1, n_in), np.float32)
+    x[0, 1:35] = np.inf
+    w = matmul.window_layout(values, indices, n_in)
+    assert list(w.step_input) == [0, n_in - K.WINDOW, n_in - K.WINDOW, n_in - K.WINDOW]
+    y_lanes, y_windows = lanes_and_windows(values, indices, np.zeros(16, np.float32), x)
+    assert same_bits(y_lanes, y_windows)
+    np.testing.assert_array_equal(y_windows, 3.0)
+
+
 @settings(max_examples=25, deadline=None)
 @given(window_layers())
 def test_parallel_build_equals_serial(layer):
@@ -106,30 +122,71 @@ def test_parallel_build_equals_serial(layer):
     assert same_bits(serial, parallel)
 
 
+def sliding_steps(indices, n_in):
+    """Per group, the greedy sliding-start schedule, step by step in plain Python:
+    ``[(start, [(row, j) taken]), ...]``."""
+    n, k = indices.shape
+    rows = K.GROUP * K.LANES
+    groups = []
+    for r0 in range(0, n, rows):
+        taken = dict.fromkeys(range(r0, min(n, r0 + rows)), 0)
+        steps = []
+        while any(j < k for j in taken.values()):
+            s = min(int(indices[r, j]) for r, j in taken.items() if j < k)
+            s = min(s, max(n_in - K.WINDOW, 0))
+            took = [(r, j) for r, j in taken.items()
+                    if j < k and s <= indices[r, j] < s + K.WINDOW]
+            for r, j in took:
+                taken[r] = j + 1
+            steps.append((s, took))
+        groups.append(steps)
+    return groups
+
+
+@settings(max_examples=40, deadline=None)
+@given(window_layers(), st.booleans())
+def test_window_layout_is_the_sliding_schedule(layer, shuffle):
+    values, indices, _, x = layer
+    if shuffle:                     # any order within a row: still taken in order j
+        rng = np.random.default_rng(indices.size)
+        perm = rng.permuted(np.tile(np.arange(indices.shape[1]), (indices.shape[0], 1)),
+                            axis=1)
+        values, indices = (np.take_along_axis(a, perm, axis=1) for a in (values, indices))
+    n_in = x.shape[1]
+    w = matmul.window_layout(values, indices, n_in)
+    n_blocks = -(-values.shape[0] // K.LANES)
+    want_values = np.zeros(w.offsets.shape, np.float32)
+    want_offsets = np.full_like(w.offsets, K.PAD_OFFSET)
+    for q, steps in enumerate(sliding_steps(indices, n_in)):
+        blocks = min(K.GROUP, n_blocks - q * K.GROUP)
+        assert w.step_start[q + 1] - w.step_start[q] == len(steps)
+        assert w.group_start[q + 1] - w.group_start[q] == blocks * len(steps)
+        starts = w.step_input[w.step_start[q]:w.step_start[q + 1]]
+        np.testing.assert_array_equal(starts, [s for s, _ in steps])
+        assert (starts >= 0).all() and ((starts + K.WINDOW <= n_in) | (starts == 0)).all()
+        for t, (s, took) in enumerate(steps):
+            for r, j in took:
+                block, lane = divmod(r - q * K.GROUP * K.LANES, K.LANES)
+                unit = w.group_start[q] + t * blocks + block
+                want_values[unit, lane] = values[r, j]
+                want_offsets[unit, lane] = indices[r, j] - s
+    assert w.step_start[0] == w.group_start[0] == 0
+    assert w.step_start[-1] == w.step_input.size and w.group_start[-1] == w.offsets.shape[0]
+    real = want_offsets != K.PAD_OFFSET                               # each nonzero once
+    assert real.sum() == values.size
+    np.testing.assert_array_equal(w.offsets, want_offsets)
+    assert same_bits(w.values, want_values[real])      # unit by unit, lane by lane
+
+
 @settings(max_examples=40, deadline=None)
 @given(window_layers())
-def test_window_layout_steps_and_padding(layer):
-    values, indices, _, x = layer
-    n, k = values.shape
-    n_windows = -(-x.shape[1] // K.WINDOW)
-    w = matmul.window_layout(values, indices, x.shape[1])
-    n_groups = -(-n // (K.LANES * K.GROUP))
-    counts = np.zeros((n_groups * K.GROUP * K.LANES, n_windows), np.int64)
-    np.add.at(counts, (np.repeat(np.arange(n), k), (indices // K.WINDOW).ravel()), 1)
-    steps = counts.reshape(n_groups, -1, n_windows).max(axis=1)      # [groups, windows]
-    for q in range(n_groups):                  # each group: its fullest row's count a window
-        group_windows = w.step_window[w.step_start[q]:w.step_start[q + 1]]
-        np.testing.assert_array_equal(np.bincount(group_windows, minlength=n_windows),
-                                      steps[q])
-        assert (np.diff(group_windows) >= 0).all()
-        blocks = min(K.GROUP, -(-n // K.LANES) - q * K.GROUP)
-        assert w.group_start[q + 1] - w.group_start[q] == blocks * steps[q].sum()
-    assert w.group_start[-1] == w.values.shape[0] and w.group_start[0] == 0
-    assert (w.offsets <= K.PAD_OFFSET).all()
-    # every nonzero appears once; every other slot is padding: value 0 at the zero slot
-    real = w.offsets != K.PAD_OFFSET
-    assert real.sum() == values.size
-    assert (w.values[~real] == 0).all()
+def test_any_order_within_a_row_is_bit_for_bit_the_lanes_kernel(layer):
+    values, indices, bias, x = layer
+    rng = np.random.default_rng(indices.size)
+    perm = rng.permuted(np.tile(np.arange(indices.shape[1]), (indices.shape[0], 1)), axis=1)
+    values, indices = (np.take_along_axis(a, perm, axis=1) for a in (values, indices))
+    y_lanes, y_windows = lanes_and_windows(values, indices, bias, x)
+    assert same_bits(y_lanes, y_windows)
 
 
 def test_condensed_linear_runs_the_window_kernel_at_small_batches(rng):
