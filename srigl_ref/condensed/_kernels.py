@@ -649,21 +649,44 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
 def _phase_copy(img, b, stride, padding, hq, wq, ph, into_phases):
     """Copy image ``img[b]`` [C, H, W] into its positions of the phase images ``ph``
     [C * s * s * Hq * Wq] (``into_phases``), or back from them into ``img[b]``; the other
-    entries of ``ph`` are not touched."""
+    entries of ``ph`` are not touched. Stride 1 copies contiguous rows."""
     n_chan, height, width = img.shape[1], img.shape[2], img.shape[3]
     s, plane = stride, hq * wq
     for c in range(n_chan):
         for h in range(height):
             hp = h + padding
             row = (c * s + hp % s) * s * plane + (hp // s) * wq
+            line = img[b, c, h]                         # [W]
+            if s == 1:
+                dst = ph[row + padding:]
+                for w in range(width):
+                    if into_phases:
+                        dst[w] = line[w]
+                    else:
+                        line[w] = dst[w]
+                continue
             for d in range(s):
                 w0 = (d - padding) % s                  # first w with (w + padding) % s == d
                 start = row + d * plane + (w0 + padding) // s
                 for m in range((width - w0 + s - 1) // s):
                     if into_phases:
-                        ph[start + m] = img[b, c, h, w0 + m * s]
+                        ph[start + m] = line[w0 + m * s]
                     else:
-                        img[b, c, h, w0 + m * s] = ph[start + m]
+                        line[w0 + m * s] = ph[start + m]
+
+
+@njit(cache=True, inline="always")
+def _wide_copy(plane, wide, wq, to_wide):
+    """Between an output plane ``plane`` [oh, ow] and its wide row ``wide`` [>= (oh - 1) *
+    wq + ow] (``wide[i * wq + j] = plane[i, j]``): into ``wide`` if ``to_wide``, else out."""
+    ow = plane.shape[1]
+    for i in range(plane.shape[0]):
+        line, w = plane[i], wide[i * wq:]
+        for j in range(ow):
+            if to_wide:
+                w[j] = line[j]
+            else:
+                line[j] = w[j]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -700,13 +723,15 @@ def conv_rows(x, values, offsets, rows, bias, stride, padding, hq, wq, y):
         _phase_copy(x, b, stride, padding, hq, wq, xph, True)
         r = 0
         for o in range(n_out):
-            active = r < rows.shape[0] and rows[r] == o
-            if active:
+            if r < rows.shape[0] and rows[r] == o:
                 _row_taps(xph, values[r], offsets[r], bias[o], acc)
+                _wide_copy(y[b, o], acc, wq, False)
                 r += 1
-            for i in range(oh):
-                for j in range(ow):
-                    y[b, o, i, j] = acc[i * wq + j] if active else bias[o]
+            else:
+                yo = y[b, o]
+                for i in range(oh):
+                    for j in range(ow):
+                        yo[i, j] = bias[o]
 
 
 @njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH)
@@ -734,9 +759,7 @@ def conv_backward_rows(x, dy, values, offsets, rows, stride, padding, hq, wq, dx
         if need_dx:
             dxph[:] = 0
         for r in range(rows.shape[0]):
-            for i in range(oh):
-                for j in range(ow):
-                    dyw[i * wq + j] = dy[b, rows[r], i, j]
+            _wide_copy(dy[b, rows[r]], dyw, wq, True)
             for j in range(values.shape[1]):
                 off = offsets[r, j]
                 dvalues[r, j] += _dot_axpy(dyw, xph[off:off + n_t], values[r, j],
