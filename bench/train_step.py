@@ -2,9 +2,10 @@
 
 A step is forward + softmax cross-entropy + backward + SGD (Nesterov momentum 0.9, weight
 decay 5e-4, lr 0.01) on one float32 batch of 128 synthetic 1x28x28 images, for ``lenet5``,
-``mlp`` (LeNet-300-100: 784-300-100-10) and ``cnn`` (the default small VGG net), with
-SRigL's sparse init at density 0.1 (ERK) and masked SGD (the masked-dense path does the dense
-amount of work whatever the density).
+``mlp`` (LeNet-300-100: 784-300-100-10), ``cnn`` (the default small VGG net) and
+``resnet20`` (BatchNorm in training mode), with SRigL's sparse init at density 0.1 (ERK)
+and masked SGD (the masked-dense path does the dense amount of work whatever the
+density).
 
 When ``torch`` is importable (it is no dependency of the package) the same architectures run
 in PyTorch in the same process, their weights copied from srigl-ref's model (the first
@@ -58,7 +59,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 128
-MODELS = ("lenet5", "mlp", "cnn")
+MODELS = ("lenet5", "mlp", "cnn", "resnet20")
 THREADS = (1, 2)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMBA_NUM_THREADS")
@@ -120,13 +121,23 @@ def _worker(repeats: int, min_seconds: float) -> dict:
 
 
 def _forward_macs(model) -> int:
-    """Multiply-adds per image of the forward's conv and linear layers."""
-    from srigl_ref.nn import Conv2d, Linear
+    """Multiply-adds per image of the forward's conv and linear layers (those inside
+    residual blocks included)."""
+    from srigl_ref.nn import BasicBlock, BiasFreeConv2d, Conv2d, Linear
+
+    def conv_macs(layer, shape):
+        out = layer.output_shape(shape)
+        return out[0] * out[1] * out[2] * layer.in_channels * layer.kernel_size ** 2
+
     macs, shape = 0, model.input_shape
     for _, layer in model.layers:
         out = layer.output_shape(shape)
-        if isinstance(layer, Conv2d):
-            macs += out[0] * out[1] * out[2] * layer.in_channels * layer.kernel_size ** 2
+        if isinstance(layer, (Conv2d, BiasFreeConv2d)):
+            macs += conv_macs(layer, shape)
+        elif isinstance(layer, BasicBlock):
+            subs = dict(layer.sublayers)
+            macs += conv_macs(subs["conv1"], shape) + conv_macs(subs["conv2"], out)
+            macs += conv_macs(subs["shortcut.0"], shape) if layer.projection else 0
         elif isinstance(layer, Linear):
             macs += layer.in_features * layer.out_features
         shape = out
@@ -155,6 +166,14 @@ def _torch_net(torch, name, model):
                   nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                   nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                   nn.Linear(84, 10)]
+    elif name == "resnet20":
+        layers = [nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+        c_in = 16
+        for stage, c_out in enumerate((16, 32, 64)):
+            for i in range(3):
+                layers.append(_torch_block(torch, c_in, c_out, 2 if stage and not i else 1))
+                c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
     else:
         layers = [nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
                   nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -169,6 +188,30 @@ def _torch_net(torch, name, model):
         for p, ours in zip(theirs, model.params.values()):
             p.copy_(torch.from_numpy(ours))
     return net
+
+
+def _torch_block(torch, c_in, c_out, stride):
+    """``srigl_ref.nn.BasicBlock`` in PyTorch: parameters registered in its order (conv1,
+    bn1, conv2, bn2, then the 1x1 projection shortcut and its BatchNorm if the shape
+    changes)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                           nn.BatchNorm2d(c_out))
+                             if stride != 1 or c_in != c_out else nn.Identity())
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+    return Block()
 
 
 def _torch_loss(torch, net, x, y) -> float:
@@ -197,14 +240,14 @@ def _print_steps(result: dict) -> None:
 
     from bench.harness import Timing, fmt_timing
     samples = {n: np.asarray(v) for n, v in result["samples"].items()}
-    print(f"{'model':7} {'competitor':20} {'seconds/step median [IQR]':>32} {'images/s':>9}")
+    print(f"{'model':8} {'competitor':20} {'seconds/step median [IQR]':>32} {'images/s':>9}")
     for name in MODELS:
         for key in sorted(k for k in samples if k.startswith(f"{name} | ")):
             t = Timing(key, samples[key])
             per_s = f"{BATCH / t.median:9.0f}" if key.split(" | ")[1] in ("srigl-ref",
                                                                            "torch") else ""
-            print(f"{name:7} {key.split(' | ')[1]:20} {fmt_timing(t):>32} {per_s:>9}")
-    print(f"\n{'model':7} {'GFLOP/img':>9} {'ratio':24} {'of medians':>10} "
+            print(f"{name:8} {key.split(' | ')[1]:20} {fmt_timing(t):>32} {per_s:>9}")
+    print(f"\n{'model':8} {'GFLOP/img':>9} {'ratio':24} {'of medians':>10} "
           f"{'per-repeat median [IQR]':>26}")
     for name in MODELS:
         ours = samples[f"{name} | srigl-ref"]
@@ -216,7 +259,7 @@ def _print_steps(result: dict) -> None:
                      ("torch / sgemm", theirs, sgemm)]
         for label, a, b in pairs:
             q1, med, q3 = np.percentile(a / b, [25, 50, 75])
-            print(f"{name:7} {result['flops_per_image'][name] / 1e9:9.4f} {label:24} "
+            print(f"{name:8} {result['flops_per_image'][name] / 1e9:9.4f} {label:24} "
                   f"{np.median(a) / np.median(b):10.2f} {med:12.2f} [{q1:.2f}, {q3:.2f}]")
     if not any(k.endswith("| torch") for k in samples):
         print("\ntorch: not importable, skipped the PyTorch peer")
