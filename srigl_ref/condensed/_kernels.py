@@ -641,8 +641,9 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
 # inner loops run over ``t`` (long, unit stride, vectorised) and the columns ``j >= ow`` are
 # computed and dropped (``dy`` is 0 there in the backward). With stride 1 the phase image
 # is the padded image of the direct kernels. Each output element sums its taps in the
-# order ``j = 0 .. k - 1`` (four a pass, as ``_row_matmat``); the backward's dot products
+# order ``u = 0 .. k - 1`` (four a pass, as ``_row_matmat``); the backward's dot products
 # over ``t`` are reassociated (vectorised) and summed image by image in batch order.
+# Serial, as the linear training kernels.
 
 
 @njit(cache=True, inline="always")
@@ -691,7 +692,7 @@ def _wide_copy(plane, wide, wq, to_wide):
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _row_taps(xph, values_r, offsets_r, bias_r, acc):
-    """``acc[:] = bias_r + sum_j values_r[j] * xph[offsets_r[j] + t]`` for ``t <
+    """``acc[t] = bias_r + sum_u values_r[u] * xph[offsets_r[u] + t]`` for ``t <
     acc.shape[0]``, four taps a pass (``_row_matmat``'s order)."""
     n, k = acc.shape[0], values_r.shape[0]
     acc[:] = bias_r
@@ -707,8 +708,8 @@ def _row_taps(xph, values_r, offsets_r, bias_r, acc):
 @njit(cache=True, fastmath=FASTMATH)
 def conv_rows(x, values, offsets, rows, bias, stride, padding, hq, wq, y):
     """Full-width forward of a condensed convolution: for every image ``b`` and active
-    channel ``o = rows[r]``, ``y[b, o, i, j] = bias[o] + sum_j values[r, j] * x_pad[b, c_j,
-    i * s + p_j, j * s + q_j]`` (tap ``j`` at ``offsets[r, j]``, block comment above);
+    channel ``o = rows[r]``, ``y[b, o, i, j] = bias[o] + sum_u values[r, u] * x_pad[b, c_u,
+    i * s + p_u, j * s + q_u]`` (tap ``u`` at ``offsets[r, u]``, block comment above);
     ``y[b, o] = bias[o]`` for an ablated ``o``.
 
     x : [B, C, H, W]; values : [n_active, k]; offsets : [n_active, k] int64; rows :
@@ -737,10 +738,10 @@ def conv_rows(x, values, offsets, rows, bias, stride, padding, hq, wq, y):
 @njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH)
 def conv_backward_rows(x, dy, values, offsets, rows, stride, padding, hq, wq, dx, dvalues,
                        need_dx):
-    """Backward of ``conv_rows`` (without the bias gradient), serial: ``dvalues[r, j] =
-    sum_{b, i, j} dy[b, rows[r], i, j] * x_pad[b, tap j]`` and, if ``need_dx``, ``dx[b, c,
-    h, w]`` = the sum of ``values[r, j] * dy[b, rows[r], i, j]`` over the taps and outputs
-    that read ``x[b, c, h, w]``.
+    """Backward of ``conv_rows`` (without the bias gradient), serial: ``dvalues[r, u] =
+    sum_{b, i, j} dy[b, rows[r], i, j] * x_pad[b, c_u, i * s + p_u, j * s + q_u]`` and, if
+    ``need_dx``, ``dx[b, c, h, w]`` = the sum of ``values[r, u] * dy[b, rows[r], i, j]``
+    over the taps ``u`` and outputs ``(i, j)`` that read ``x[b, c, h, w]``.
 
     x : [B, C, H, W]; dy : [B, O, oh, ow]; values, offsets, rows as ``conv_rows``; dx :
     [B, C, H, W] (written; untouched when ``need_dx`` is False); dvalues : [n_active, k]

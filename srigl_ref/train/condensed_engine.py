@@ -276,9 +276,9 @@ class CondensedTrainConv2d(_CondensedRows):
 
     Parameters
     ----------
-    mask : ndarray of shape (C_out, C_in, k, k), bool
+    mask : ndarray of shape (C_out, C_in, kh, kw), bool, ``kh == kw`` (as ``nn.Conv2d``)
         Every output channel has ``k >= 1`` active taps or none (ablated); at least one
-        is active. Square kernels, as ``nn.Conv2d``.
+        is active.
     stride : int >= 1
     padding : int >= 0
 
@@ -297,7 +297,7 @@ class CondensedTrainConv2d(_CondensedRows):
     """
 
     def __init__(self, mask, *, stride: int = 1, padding: int = 0):
-        super().__init__(mask, "(C_out, C_in, k, k)")
+        super().__init__(mask, "(C_out, C_in, kh, kw)")
         n_out, n_in, kh, kw = self.shape
         if kh != kw:
             raise ValueError(f"mask.shape == {self.shape}: the kernel must be square "
@@ -364,7 +364,7 @@ class CondensedTrainConv2d(_CondensedRows):
         -------
         dx : ndarray of shape (B, C_in, H, W) or None
         grads : dict with ``values`` (n_active, k) and ``bias`` (C_out,)
-        dweight : ndarray of shape (C_out, C_in, k, k), or None
+        dweight : ndarray of shape (C_out, C_in, kh, kw), or None
         """
         x, offsets, hq, wq = cache
         dy = np.ascontiguousarray(_check_batch("dy", dy, self.shape[0], ndim=4))
@@ -388,10 +388,11 @@ class CondensedEngine(Engine):
 
     Every layer of ``model`` runs as in ``Model.forward``/``backward`` except the weights
     ``names``, which run as ``CondensedTrainLinear`` or ``CondensedTrainConv2d``, and the
-    ReLUs, which keep the layout. The engine owns an ``SGD`` with the hyper-parameters
-    of ``optimizer`` over its own parameter dict: ``values`` for the condensed weights, the
-    model's very arrays (updated in place) for every other parameter, whose momentum
-    buffers are likewise the arrays of ``optimizer.momentum_buffers``.
+    ReLUs of ``[B, F]`` activations, which keep the feature-major layout. The engine owns
+    an ``SGD`` with the hyper-parameters of ``optimizer`` over its own parameter dict:
+    ``values`` for the condensed weights, the model's very arrays (updated in place) for
+    every other parameter, whose momentum buffers are likewise the arrays of
+    ``optimizer.momentum_buffers``.
 
     While the engine trains, ``model.params[name]`` and ``optimizer.momentum_buffers[name]``
     of the condensed weights are stale: ``store()`` writes them; after anything replaced
@@ -498,9 +499,9 @@ class CondensedEngine(Engine):
             if weight in self.layers:
                 x, cache = self.layers[weight].forward(x, self.params[weight],
                                                        self.params[f"{lname}.bias"])
-            elif isinstance(layer, ReLU):
-                x, cache = np.maximum(x, 0), x > 0          # keeps the layout
-            else:
+            elif isinstance(layer, ReLU) and x.ndim == 2:   # [B, F]: keeps the layout
+                x, cache = np.maximum(x, 0), x > 0
+            else:                       # every other layer; ReLU of C-contiguous [B, C, H, W]
                 x, cache = layer.forward(x, self._layer_params(lname, layer))
             if train:
                 caches.append(cache)
@@ -543,7 +544,7 @@ class CondensedEngine(Engine):
                 grads[weight], grads[f"{lname}.bias"] = g["values"], g["bias"]
                 if dense:
                     dense_grads[weight] = dw
-            elif isinstance(layer, ReLU):
+            elif isinstance(layer, ReLU) and cache[i].ndim == 2:   # the forward's mask
                 dy = dy * cache[i]
             else:                           # a first dense layer skips dx, as Model.backward
                 skip = i == self._first and isinstance(layer, (Linear, Conv2d))

@@ -257,7 +257,7 @@ def test_conv_layer_gradcheck_float64(rng, stride, padding):
 @pytest.mark.parametrize("change, error, match", [
     (dict(mask=np.ones((2, 1, 2, 2), np.int8)), TypeError, r"mask.dtype == int8, must be bool"),
     (dict(mask=np.ones((2, 4), bool)), ValueError,
-     r"mask.shape == \(2, 4\), must be \(C_out, C_in, k, k\)"),
+     r"mask.shape == \(2, 4\), must be \(C_out, C_in, kh, kw\)"),
     (dict(mask=np.ones((2, 1, 2, 1), bool)), ValueError, r"kernel must be square"),
     (dict(mask=np.array([[1, 1, 0, 0], [1, 0, 0, 0]], bool).reshape(2, 1, 2, 2)), ValueError,
      r"row 1 has fan-in 1"),
