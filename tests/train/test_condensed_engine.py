@@ -448,11 +448,12 @@ def _run_record(out):
     return ckpt.meta, arrays, strip_seconds(checkpoint.read_metrics(out / "metrics.jsonl"))
 
 
-def test_resume_condensed_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("base", [TINY, dict(CNN, n_train=64)], ids=["mlp", "cnn"])
+def test_resume_condensed_equals_uninterrupted(tmp_path, base):
     """Stop after 2 of 4 epochs (dense view saved), resume (condensed state rebuilt from
     it): bit-identical to the uninterrupted run."""
     cfg = TrainConfig(engine="condensed", grad_accumulation_n=3,
-                      **dict(TINY, epochs=4, delta=4))
+                      **dict(base, epochs=4, delta=4))
     Trainer(cfg, tmp_path / "full", progress=None).run()
     for kw in (dict(stop_after_epochs=2), dict(resume=True)):
         Trainer(cfg, tmp_path / "part", progress=None).run(**kw)
