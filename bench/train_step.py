@@ -2,9 +2,10 @@
 
 A step is forward + softmax cross-entropy + backward + SGD (Nesterov momentum 0.9, weight
 decay 5e-4, lr 0.01) on one float32 batch of 128 synthetic 1x28x28 images, for ``lenet5``,
-``mlp`` (LeNet-300-100: 784-300-100-10) and ``cnn`` (the default small VGG net), with
-SRigL's sparse init at density 0.1 (ERK) and masked SGD (the masked-dense path does the dense
-amount of work whatever the density).
+``mlp`` (LeNet-300-100: 784-300-100-10), ``cnn`` (the default small VGG net) and
+``resnet20`` (BatchNorm in training mode), with SRigL's sparse init at density 0.1 (ERK)
+and masked SGD (the masked-dense path does the dense amount of work whatever the
+density).
 
 When ``torch`` is importable (it is no dependency of the package) the same architectures run
 in PyTorch in the same process, their weights copied from srigl-ref's model (the first
@@ -33,16 +34,18 @@ batch 128), interleaved; also the im2col and col2im kernels against strided-NumP
 
 ``--engines`` answers another question: how much faster does SRigL train with the condensed
 engine (``TrainConfig(engine="condensed")``) than with the masked one? For LeNet-300-100 at
-density 0.1 and a wide MLP (784-2048-2048-10) at densities 0.1, 0.05 and 0.01 (ERK,
-synthetic 1x28x28 data, batch 128): the time of one plain step (no update due) and of one
-whole training epoch (the 4096 synthetic examples: 32 steps) that includes one topology
-update (delta = 32, a third of the default 100, so updates weigh 3x more than in a default
-run: the update step's dense gradient, ``srigl_update`` of every layer and, for the
-condensed engine, the dense view and the rebuild). Evaluation and checkpoint writing are not
-timed. Masked and condensed are interleaved in every repeat, and checked to agree on the
-first step's loss. Run with 1 and 2 threads.
+density 0.1, a wide MLP (784-2048-2048-10) at densities 0.1, 0.05 and 0.01 and the ``cnn``
+at densities 0.05 and 0.1 (ERK, synthetic 1x28x28 data, batch 128): the time of one plain
+step (no update due) and of one whole training epoch (the 4096 synthetic examples: 32
+steps) that includes one topology update (delta = 32, a third of the default 100, so
+updates weigh 3x more than in a default run: the update step's dense gradient,
+``srigl_update`` of every layer and, for the condensed engine, the dense view and the
+rebuild). Evaluation and checkpoint writing are not timed. Masked and condensed are
+interleaved in every repeat, and checked to agree on the first step's loss. Run with 1 and
+2 threads (``--threads N``: only N), all configurations or those named by ``--only``.
 
-    python bench/train_step.py --engines --rounds 1   # ~2 min on an idle machine
+    python bench/train_step.py --engines --rounds 1   # ~2 min on an idle machine (MLPs)
+    python bench/train_step.py --engines --only cnn --threads 1
     python bench/train_step.py --engines --quick    # a smoke run
 """
 from __future__ import annotations
@@ -56,7 +59,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 128
-MODELS = ("lenet5", "mlp", "cnn")
+MODELS = ("lenet5", "mlp", "cnn", "resnet20")
 THREADS = (1, 2)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMBA_NUM_THREADS")
@@ -118,13 +121,23 @@ def _worker(repeats: int, min_seconds: float) -> dict:
 
 
 def _forward_macs(model) -> int:
-    """Multiply-adds per image of the forward's conv and linear layers."""
-    from srigl_ref.nn import Conv2d, Linear
+    """Multiply-adds per image of the forward's conv and linear layers (those inside
+    residual blocks included)."""
+    from srigl_ref.nn import BasicBlock, BiasFreeConv2d, Conv2d, Linear
+
+    def conv_macs(layer, shape):
+        out = layer.output_shape(shape)
+        return out[0] * out[1] * out[2] * layer.in_channels * layer.kernel_size ** 2
+
     macs, shape = 0, model.input_shape
     for _, layer in model.layers:
         out = layer.output_shape(shape)
-        if isinstance(layer, Conv2d):
-            macs += out[0] * out[1] * out[2] * layer.in_channels * layer.kernel_size ** 2
+        if isinstance(layer, (Conv2d, BiasFreeConv2d)):
+            macs += conv_macs(layer, shape)
+        elif isinstance(layer, BasicBlock):
+            subs = dict(layer.sublayers)
+            macs += conv_macs(subs["conv1"], shape) + conv_macs(subs["conv2"], out)
+            macs += conv_macs(subs["shortcut.0"], shape) if layer.projection else 0
         elif isinstance(layer, Linear):
             macs += layer.in_features * layer.out_features
         shape = out
@@ -153,6 +166,14 @@ def _torch_net(torch, name, model):
                   nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                   nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                   nn.Linear(84, 10)]
+    elif name == "resnet20":
+        layers = [nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+        c_in = 16
+        for stage, c_out in enumerate((16, 32, 64)):
+            for i in range(3):
+                layers.append(_torch_block(torch, c_in, c_out, 2 if stage and not i else 1))
+                c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
     else:
         layers = [nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
                   nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -167,6 +188,30 @@ def _torch_net(torch, name, model):
         for p, ours in zip(theirs, model.params.values()):
             p.copy_(torch.from_numpy(ours))
     return net
+
+
+def _torch_block(torch, c_in, c_out, stride):
+    """``srigl_ref.nn.BasicBlock`` in PyTorch: parameters registered in its order (conv1,
+    bn1, conv2, bn2, then the 1x1 projection shortcut and its BatchNorm if the shape
+    changes)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                           nn.BatchNorm2d(c_out))
+                             if stride != 1 or c_in != c_out else nn.Identity())
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+    return Block()
 
 
 def _torch_loss(torch, net, x, y) -> float:
@@ -195,14 +240,14 @@ def _print_steps(result: dict) -> None:
 
     from bench.harness import Timing, fmt_timing
     samples = {n: np.asarray(v) for n, v in result["samples"].items()}
-    print(f"{'model':7} {'competitor':20} {'seconds/step median [IQR]':>32} {'images/s':>9}")
+    print(f"{'model':8} {'competitor':20} {'seconds/step median [IQR]':>32} {'images/s':>9}")
     for name in MODELS:
         for key in sorted(k for k in samples if k.startswith(f"{name} | ")):
             t = Timing(key, samples[key])
             per_s = f"{BATCH / t.median:9.0f}" if key.split(" | ")[1] in ("srigl-ref",
                                                                            "torch") else ""
-            print(f"{name:7} {key.split(' | ')[1]:20} {fmt_timing(t):>32} {per_s:>9}")
-    print(f"\n{'model':7} {'GFLOP/img':>9} {'ratio':24} {'of medians':>10} "
+            print(f"{name:8} {key.split(' | ')[1]:20} {fmt_timing(t):>32} {per_s:>9}")
+    print(f"\n{'model':8} {'GFLOP/img':>9} {'ratio':24} {'of medians':>10} "
           f"{'per-repeat median [IQR]':>26}")
     for name in MODELS:
         ours = samples[f"{name} | srigl-ref"]
@@ -214,7 +259,7 @@ def _print_steps(result: dict) -> None:
                      ("torch / sgemm", theirs, sgemm)]
         for label, a, b in pairs:
             q1, med, q3 = np.percentile(a / b, [25, 50, 75])
-            print(f"{name:7} {result['flops_per_image'][name] / 1e9:9.4f} {label:24} "
+            print(f"{name:8} {result['flops_per_image'][name] / 1e9:9.4f} {label:24} "
                   f"{np.median(a) / np.median(b):10.2f} {med:12.2f} [{q1:.2f}, {q3:.2f}]")
     if not any(k.endswith("| torch") for k in samples):
         print("\ntorch: not importable, skipped the PyTorch peer")
@@ -328,11 +373,18 @@ def _col2im_numpy(dcols, x_shape, stride, padding):
     return dxp[:, :, padding:padding + height, padding:padding + width]
 
 
-ENGINE_CONFIGS = (("lenet-300-100", None, 0.1), ("mlp 2048x2048", (2048, 2048), 0.1),
-                  ("mlp 2048x2048", (2048, 2048), 0.05), ("mlp 2048x2048", (2048, 2048), 0.01))
+ENGINE_CONFIGS = (  # (label, model, mlp hidden widths, density)
+    ("lenet-300-100", "mlp", None, 0.1), ("mlp 2048x2048", "mlp", (2048, 2048), 0.1),
+    ("mlp 2048x2048", "mlp", (2048, 2048), 0.05), ("mlp 2048x2048", "mlp", (2048, 2048), 0.01),
+    ("cnn", "cnn", None, 0.05), ("cnn", "cnn", None, 0.1))
 
 
-def _engine_worker(quick: bool) -> dict:
+def _engine_configs(only) -> tuple:
+    """The ``ENGINE_CONFIGS`` whose label is in ``only`` (all when ``only`` is empty)."""
+    return tuple(c for c in ENGINE_CONFIGS if not only or c[0] in only)
+
+
+def _engine_worker(quick: bool, only) -> dict:
     """Masked vs condensed engine: step and epoch competitors, timed interleaved."""
     sys.path.insert(0, str(ROOT))
     import tempfile
@@ -344,11 +396,11 @@ def _engine_worker(quick: bool) -> dict:
 
     tmp = tempfile.TemporaryDirectory()
     steps, epochs, checks = {}, {}, {}
-    for label, hidden, density in ENGINE_CONFIGS:
+    for label, model, hidden, density in _engine_configs(only):
         losses = {}
         for engine in ("masked", "condensed"):
             name = f"{label} d={density} {engine}"
-            common = dict(dataset="synthetic", hidden=hidden, density=density,
+            common = dict(dataset="synthetic", model=model, hidden=hidden, density=density,
                           batch_size=BATCH, engine=engine)
             # plain steps: no update is ever due (delta beyond the run)
             t = Trainer(TrainConfig(n_train=BATCH, epochs=10**6, delta=10**9, **common),
@@ -382,16 +434,16 @@ def _train_epoch(t) -> None:
         t.train_step(x, y)
 
 
-def _print_engine_table(pooled: dict, envs: dict) -> None:
+def _print_engine_table(pooled: dict, threads_list, only) -> None:
     """Masked vs condensed: medians [IQR] and ratios per configuration and thread count."""
     import numpy as np
 
     from bench.harness import Timing, fmt_timing
     print(f"{'configuration':26} {'threads':>7} {'what':>5} {'masked median [IQR]':>30} "
           f"{'condensed median [IQR]':>30} {'speed-up':>8}")
-    for label, _, density in ENGINE_CONFIGS:
+    for label, _, _, density in _engine_configs(only):
         for what in ("step", "epoch"):
-            for threads in THREADS:
+            for threads in threads_list:
                 t = {e: Timing(e, np.asarray(pooled[threads][f"{label} d={density} {e} | "
                                                             f"{what}"]))
                      for e in ("masked", "condensed")}
@@ -400,10 +452,11 @@ def _print_engine_table(pooled: dict, envs: dict) -> None:
                       f"{t['masked'].median / t['condensed'].median:7.2f}x")
 
 
-def _run_worker(threads: int, quick: bool, mode: str) -> dict:
+def _run_worker(threads: int, quick: bool, mode: str, only=()) -> dict:
     env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode]
     cmd += ["--quick"] if quick else []
+    cmd += ["--only", *only] if only else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"worker with {threads} thread(s) failed:\n{done.stderr}")
@@ -413,8 +466,9 @@ def _run_worker(threads: int, quick: bool, mode: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few, short samples")
-    parser.add_argument("--threads", type=int, default=1, help="threads of the step "
-                        "comparison and of --conv-rule (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of the step "
+                        "comparison and of --conv-rule (default 1); --engines: only this "
+                        "thread count (default 1 and 2)")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats")
     parser.add_argument("--conv-rule", action="store_true", help="instead: Conv2d direct "
                         "kernels against im2col + GEMM, per shape")
@@ -422,6 +476,9 @@ def main() -> None:
                         "condensed training engine, step and epoch times")
     parser.add_argument("--rounds", type=int, default=3, help="--engines: subprocess rounds "
                         "per thread count (alternating), samples pooled")
+    parser.add_argument("--only", nargs="+", default=(), metavar="LABEL",
+                        choices=sorted({c[0] for c in ENGINE_CONFIGS}),
+                        help="--engines: only these configurations")
     parser.add_argument("--worker", choices=("steps", "conv-rule", "engines"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -429,7 +486,7 @@ def main() -> None:
     if args.worker:
         result = {"steps": lambda: _worker(repeats, min_seconds),
                   "conv-rule": lambda: _conv_rule_worker(repeats, min_seconds, args.quick),
-                  "engines": lambda: _engine_worker(args.quick)}[args.worker]()
+                  "engines": lambda: _engine_worker(args.quick, args.only)}[args.worker]()
         print(json.dumps(result))
         return
 
@@ -438,8 +495,9 @@ def main() -> None:
     if args.engines:
         _main_engines(args)
         return
-    result = _run_worker(args.threads, args.quick, "conv-rule" if args.conv_rule else "steps")
-    print(f"environment ({args.threads}-thread worker):", json.dumps(result["environment"]))
+    threads = args.threads or 1
+    result = _run_worker(threads, args.quick, "conv-rule" if args.conv_rule else "steps")
+    print(f"environment ({threads}-thread worker):", json.dumps(result["environment"]))
     if args.conv_rule:
         _print_conv_rule(result)
     else:
@@ -451,18 +509,22 @@ def main() -> None:
 def _main_engines(args) -> None:
     import numpy as np
     rounds = 1 if args.quick else args.rounds
-    pooled: dict[int, dict[str, list]] = {t: {} for t in THREADS}
+    threads_list = THREADS if args.threads is None else (args.threads,)
+    pooled: dict[int, dict[str, list]] = {t: {} for t in threads_list}
     envs = {}
     for r in range(rounds):
-        for threads in THREADS if r % 2 == 0 else THREADS[::-1]:
-            result = _run_worker(threads, args.quick, "engines")
+        for threads in threads_list if r % 2 == 0 else threads_list[::-1]:
+            print(f"round {r + 1}, {threads} thread(s): load average "
+                  f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+            result = _run_worker(threads, args.quick, "engines", args.only)
             envs[threads] = result["environment"]
             for name, samples in result["samples"].items():
                 pooled[threads].setdefault(name, []).extend(samples)
-    for threads in THREADS:
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for threads in threads_list:
         print(f"environment ({threads}-thread workers):", json.dumps(envs[threads]))
     _print_engine_table({t: {n: np.asarray(v) for n, v in p.items()}
-                         for t, p in pooled.items()}, envs)
+                         for t, p in pooled.items()}, threads_list, args.only)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def _add_train(sub) -> None:
                    help="use only the first N training examples (quick runs)")
     p.add_argument("--engine", choices=ENGINES, default=d.engine,
                    help="masked: dense weights times masks (the reference); condensed: "
-                   "srigl's sparse linear layers train as values/indices (faster at low "
-                   "density; conv layers stay masked) (default %(default)s)")
+                   "srigl's sparse linear and conv layers train as values/indices (faster "
+                   "at low density; models without BatchNorm) (default %(default)s)")
     p.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", default=None,
                    help="mlp hidden widths, e.g. --hidden 2048 2048 (default: 300 100)")
     p.add_argument("--out", default=None, help="output folder (default runs/<method>_<model>_"

@@ -1,8 +1,10 @@
-"""Numba kernels of the condensed (constant fan-in) layer: forward and backward.
+"""Numba kernels of the condensed (constant fan-in) layer: forward and backward, and of
+the condensed convolution being trained (``conv_rows``, ``conv_backward_rows``).
 
-Every kernel trusts its inputs (validated by ``matmul.py``): C-contiguous arrays, one float
-dtype throughout (float32 or float64), indices in range. Numba does not bounds-check, so a
-bad index here reads or writes arbitrary memory.
+Every kernel trusts its inputs (validated by ``matmul.py`` or the training layers of
+``train/condensed_engine.py``): C-contiguous arrays, one float dtype throughout (float32
+or float64), indices in range. Numba does not bounds-check, so a bad index here reads or
+writes arbitrary memory.
 
 Layouts (docs/algorithm.md §9):
 
@@ -673,24 +675,29 @@ def matmat_rows(xT, values, index, rows, bias, yT):
 
 
 @njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH, inline="always")
+def _dot_axpy(dyr, xr, vj, dxr, need_dx):
+    """``sum_t dyr[t] * xr[t]`` over ``t < dyr.shape[0]`` and, if ``need_dx``, ``dxr[t] +=
+    vj * dyr[t]`` in the same pass (``xr``, ``dxr`` at least as long as ``dyr``)."""
+    s = dyr.dtype.type(0)
+    if need_dx:
+        for t in range(dyr.shape[0]):
+            s += dyr[t] * xr[t]
+            dxr[t] += vj * dyr[t]
+    else:
+        for t in range(dyr.shape[0]):
+            s += dyr[t] * xr[t]
+    return s
+
+
+@njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH, inline="always")
 def _row_backward(dyT, xT, values, index, rows, r, dxT, dvalues, need_dx):
     """Row ``r``: ``dvalues[r, j] = sum_b dyT[rows[r], b] * xT[index[r, j], b]`` and, if
     ``need_dx``, ``dxT[index[r, j], :] += values[r, j] * dyT[rows[r], :]``, one pass per j."""
     dyr = dyT[rows[r]]
     for j in range(values.shape[1]):
         c = index[r, j]
-        xr = xT[c]
-        s = values.dtype.type(0)
-        if need_dx:
-            dxr = dxT[c]
-            vj = values[r, j]
-            for t in range(dyr.shape[0]):
-                s += dyr[t] * xr[t]
-                dxr[t] += vj * dyr[t]
-        else:
-            for t in range(dyr.shape[0]):
-                s += dyr[t] * xr[t]
-        dvalues[r, j] = s
+        dvalues[r, j] = _dot_axpy(dyr, xT[c], values[r, j], dxT[c if need_dx else 0],
+                                  need_dx)
 
 
 @njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH)
@@ -704,6 +711,151 @@ def backward_rows(dyT, xT, values, index, rows, dxT, dvalues, need_dx):
     """
     for r in range(values.shape[0]):
         _row_backward(dyT, xT, values, index, rows, r, dxT, dvalues, need_dx)
+
+
+# Condensed convolution (``CondensedTrainConv2d``), one image at a time like the direct
+# kernels of ``nn/_kernels.py``. The zero-padded image ``x_pad [C, Hp, Wp]`` (``Hp = H + 2
+# padding``) is split by the stride ``s`` into ``s * s`` phase images per channel, flat:
+#
+#     xph[((c * s + a) * s + d) * Hq * Wq + u * Wq + v] = x_pad[c, u * s + a, v * s + d]
+#
+# (``Hq = ceil(Hp / s)``, ``Wq = ceil(Wp / s)``, 0 off ``x_pad``), so the tap ``(c, p, q)``
+# of output ``(i, j)``, ``x_pad[c, i * s + p, j * s + q]``, is ``xph[off + i * Wq + j]`` with
+# the tap's offset
+#
+#     off = ((c * s + p % s) * s + q % s) * Hq * Wq + (p // s) * Wq + q // s.
+#
+# Outputs are computed on the "wide" grid ``t = i * Wq + j``, ``t < n_t = (oh - 1) * Wq +
+# ow``: a tap is one contiguous vector ``xph[off:off + n_t]`` (inside its phase image), the
+# inner loops run over ``t`` (long, unit stride, vectorised) and the columns ``j >= ow`` are
+# computed and dropped (``dy`` is 0 there in the backward). With stride 1 the phase image
+# is the padded image of the direct kernels. Each output element sums its taps in the
+# order ``u = 0 .. k - 1`` (four a pass, as ``_row_matmat``); the backward's dot products
+# over ``t`` are reassociated (vectorised) and summed image by image in batch order.
+# Serial, as the linear training kernels.
+
+
+@njit(cache=True, inline="always")
+def _phase_copy(img, b, stride, padding, hq, wq, ph, into_phases):
+    """Copy image ``img[b]`` [C, H, W] into its positions of the phase images ``ph``
+    [C * s * s * Hq * Wq] (``into_phases``), or back from them into ``img[b]``; the other
+    entries of ``ph`` are not touched. Stride 1 copies contiguous rows."""
+    n_chan, height, width = img.shape[1], img.shape[2], img.shape[3]
+    s, plane = stride, hq * wq
+    for c in range(n_chan):
+        for h in range(height):
+            hp = h + padding
+            row = (c * s + hp % s) * s * plane + (hp // s) * wq
+            line = img[b, c, h]                         # [W]
+            if s == 1:
+                dst = ph[row + padding:]
+                for w in range(width):
+                    if into_phases:
+                        dst[w] = line[w]
+                    else:
+                        line[w] = dst[w]
+                continue
+            for d in range(s):
+                w0 = (d - padding) % s                  # first w with (w + padding) % s == d
+                start = row + d * plane + (w0 + padding) // s
+                for m in range((width - w0 + s - 1) // s):
+                    if into_phases:
+                        ph[start + m] = line[w0 + m * s]
+                    else:
+                        line[w0 + m * s] = ph[start + m]
+
+
+@njit(cache=True, inline="always")
+def _wide_copy(plane, wide, wq, to_wide):
+    """Between an output plane ``plane`` [oh, ow] and its wide row ``wide`` [>= (oh - 1) *
+    wq + ow] (``wide[i * wq + j] = plane[i, j]``): into ``wide`` if ``to_wide``, else out."""
+    ow = plane.shape[1]
+    for i in range(plane.shape[0]):
+        line, w = plane[i], wide[i * wq:]
+        for j in range(ow):
+            if to_wide:
+                w[j] = line[j]
+            else:
+                line[j] = w[j]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _row_taps(xph, values_r, offsets_r, bias_r, acc):
+    """``acc[t] = bias_r + sum_u values_r[u] * xph[offsets_r[u] + t]`` for ``t <
+    acc.shape[0]``, four taps a pass (``_row_matmat``'s order)."""
+    n, k = acc.shape[0], values_r.shape[0]
+    acc[:] = bias_r
+    k4 = k - k % 4
+    for j in range(0, k4, 4):
+        o0, o1, o2, o3 = offsets_r[j], offsets_r[j + 1], offsets_r[j + 2], offsets_r[j + 3]
+        _add4(acc, xph[o0:o0 + n], xph[o1:o1 + n], xph[o2:o2 + n], xph[o3:o3 + n],
+              values_r[j], values_r[j + 1], values_r[j + 2], values_r[j + 3])
+    for j in range(k4, k):
+        _add1(acc, xph[offsets_r[j]:offsets_r[j] + n], values_r[j])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv_rows(x, values, offsets, rows, bias, stride, padding, hq, wq, y):
+    """Full-width forward of a condensed convolution: for every image ``b`` and active
+    channel ``o = rows[r]``, ``y[b, o, i, j] = bias[o] + sum_u values[r, u] * x_pad[b, c_u,
+    i * s + p_u, j * s + q_u]`` (tap ``u`` at ``offsets[r, u]``, block comment above);
+    ``y[b, o] = bias[o]`` for an ablated ``o``.
+
+    x : [B, C, H, W]; values : [n_active, k]; offsets : [n_active, k] int64; rows :
+    [n_active] int64, ascending; bias : [O]; stride, padding, hq, wq : int; y : [B, O, oh,
+    ow] (written). Slow twin: ``tests/nn/naive_layers.py::conv2d`` of the scattered weight.
+    """
+    n_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    n_t = (oh - 1) * wq + ow
+    xph = np.zeros(x.shape[1] * stride * stride * hq * wq, x.dtype)
+    acc = np.empty(n_t, x.dtype)                      # one channel's wide output
+    for b in range(x.shape[0]):
+        _phase_copy(x, b, stride, padding, hq, wq, xph, True)
+        r = 0
+        for o in range(n_out):
+            if r < rows.shape[0] and rows[r] == o:
+                _row_taps(xph, values[r], offsets[r], bias[o], acc)
+                _wide_copy(y[b, o], acc, wq, False)
+                r += 1
+            else:
+                yo = y[b, o]
+                for i in range(oh):
+                    for j in range(ow):
+                        yo[i, j] = bias[o]
+
+
+@njit(cache=True, fastmath=TRAIN_BACKWARD_FASTMATH)
+def conv_backward_rows(x, dy, values, offsets, rows, stride, padding, hq, wq, dx, dvalues,
+                       need_dx):
+    """Backward of ``conv_rows`` (without the bias gradient), serial: ``dvalues[r, u] =
+    sum_{b, i, j} dy[b, rows[r], i, j] * x_pad[b, c_u, i * s + p_u, j * s + q_u]`` and, if
+    ``need_dx``, ``dx[b, c, h, w]`` = the sum of ``values[r, u] * dy[b, rows[r], i, j]``
+    over the taps ``u`` and outputs ``(i, j)`` that read ``x[b, c, h, w]``.
+
+    x : [B, C, H, W]; dy : [B, O, oh, ow]; values, offsets, rows as ``conv_rows``; dx :
+    [B, C, H, W] (written; untouched when ``need_dx`` is False); dvalues : [n_active, k]
+    (written); need_dx : bool. Channels of ``dy`` of ablated rows are never read. Slow
+    twin: ``tests/train/test_condensed_engine.py::naive_conv_backward``.
+    """
+    oh, ow = dy.shape[2], dy.shape[3]
+    n_t = (oh - 1) * wq + ow
+    size = x.shape[1] * stride * stride * hq * wq
+    xph = np.zeros(size, x.dtype)
+    dxph = np.zeros(size, x.dtype)
+    dyw = np.zeros(n_t, x.dtype)                      # one channel's wide dy, 0 for j >= ow
+    dvalues[:] = 0
+    for b in range(x.shape[0]):
+        _phase_copy(x, b, stride, padding, hq, wq, xph, True)
+        if need_dx:
+            dxph[:] = 0
+        for r in range(rows.shape[0]):
+            _wide_copy(dy[b, rows[r]], dyw, wq, True)
+            for j in range(values.shape[1]):
+                off = offsets[r, j]
+                dvalues[r, j] += _dot_axpy(dyw, xph[off:off + n_t], values[r, j],
+                                           dxph[off:off + n_t], need_dx)
+        if need_dx:
+            _phase_copy(dx, b, stride, padding, hq, wq, dxph, False)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

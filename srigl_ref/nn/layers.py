@@ -231,9 +231,8 @@ class Conv2d:
             if need_dx:
                 dx = np.empty(x.shape, x.dtype)                             # [B, C, H, W]
                 _kernels.conv2d_direct_input_grad(dy, weight, self.padding, dx)
-            d_weight = np.empty(w_shape, x.dtype)                           # [O, C, k, k]
-            _kernels.conv2d_direct_weight_grad(x, dy, self.padding, d_weight)
-            return dx, {"weight": d_weight, "bias": dy.sum(axis=(0, 2, 3))}
+            return dx, {"weight": self._direct_weight_grad(x, dy),
+                        "bias": dy.sum(axis=(0, 2, 3))}
         k, (_, _, oh, ow) = self.kernel_size, y_shape
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
         d_weight = (dy_mat @ cols.T).reshape(w_shape)
@@ -243,6 +242,33 @@ class Conv2d:
             _kernels.col2im(dcols.reshape(n_chan, k, k, n_batch, oh, ow), self.stride,
                             self.padding, dx)
         return dx, {"weight": d_weight, "bias": dy_mat.sum(axis=1)}
+
+    def weight_grad(self, x, dy) -> np.ndarray:
+        """The weight gradient alone, ``dW[o, c, p, q] = sum_{b,i,j} dy[b, o, i, j] *
+        x_pad[b, c, i*s + p, j*s + q]``, by the implementation ``forward`` chooses by shape
+        (the direct kernel or im2col + GEMM), e.g. for a layer trained in another form.
+
+        Parameters
+        ----------
+        x : ndarray of shape (B, C_in, H, W), float32 or float64
+        dy : ndarray of shape (B, C_out, oh, ow), dtype of x
+
+        Returns
+        -------
+        ndarray of shape (C_out, C_in, k, k), dtype of x
+        """
+        x = _check_input(self, x, None, 4)
+        dy = _check_grad(dy, (x.shape[0], *self.output_shape(x.shape[1:])), x.dtype)
+        if self.direct:
+            return self._direct_weight_grad(x, dy)
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # [O, B*oh*ow]
+        cols = _im2col(x, self.kernel_size, self.stride, self.padding)     # [C*k*k, B*oh*ow]
+        return (dy_mat @ cols.T).reshape(self.param_shapes()["weight"])
+
+    def _direct_weight_grad(self, x, dy) -> np.ndarray:
+        d_weight = np.empty(self.param_shapes()["weight"], x.dtype)         # [O, C, k, k]
+        _kernels.conv2d_direct_weight_grad(x, dy, self.padding, d_weight)
+        return d_weight
 
 
 def _conv_size(n: int, kernel: int, stride: int, padding: int) -> int:

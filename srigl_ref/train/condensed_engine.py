@@ -25,17 +25,27 @@ exactly the masked SGD restricted to the active positions (``nn/optim.py``: outs
 mask the weight and its momentum stay 0), so the two engines compute the same numbers up
 to the summation order of the products.
 
-Activations between condensed layers are feature-major (``[B, F]`` arrays that are
+Activations between condensed linear layers are feature-major (``[B, F]`` arrays that are
 F-contiguous, i.e. ``xT [F, B]`` C-contiguous), the layout the kernels read: a condensed
 layer's output feeds the ReLU and the next condensed layer without a transpose.
 
-Convolutions stay masked-dense in this engine: a condensed convolution would gather ``k``
-of the ``C_in*kh*kw`` im2col rows per output channel, but the im2col matrix itself (and the
-col2im of the backward) is built densely whatever the density, and it is most of a conv
-layer's memory traffic here (bench/README.md, "## train_step"); its GEMM has only 32-64
-output rows, so skipping the inactive columns would save little. The done criteria of
-this engine are MLP-only. Dense layers (sparsity 0, e.g. the classifier under ERK) also stay
-as they are.
+Convolutions train condensed the same way (``CondensedTrainConv2d``): row ``r`` is output
+channel ``rows[r]``, its ``k`` taps are flat indices into ``(C_in, kh, kw)``, and with
+``x_pad`` the zero-padded input and ``s`` the stride::
+
+    forward   y[b, o, i, j] = bias[o] + sum_t values[r, t] * x_pad[b, c_t, i*s + p_t, j*s + q_t]
+              (o = rows[r]; an ablated channel outputs bias[o])
+    backward  dvalues, dx (not for a first layer) and dbias as the sums of the forward;
+              the dense dW (``nn.Conv2d.weight_grad``) only on the steps before an update
+
+The kernels (``condensed._kernels.conv_rows``, ``conv_backward_rows``) go image by image
+over the padded image split into its stride phases, where every tap is one contiguous
+shifted vector: the work scales with the active taps, with no unfolded (im2col) matrix.
+Conv activations stay ``[B, C, H, W]`` C-contiguous, so max pooling and global average
+pooling run as in the masked model. Dense layers (sparsity 0, e.g. the classifier under ERK)
+stay as they are; so do models with BatchNorm (the ResNets, ``TrainConfig`` rejects them
+for this engine): the engine runs no stateful layer, and their convolutions are
+``BiasFreeConv2d`` sub-layers inside ``BasicBlock``, which runs them itself.
 
 The engine implements the trainer's interface (``engine.Engine``)::
 
@@ -55,55 +65,56 @@ from .._validate import as_float_array, as_mask
 from ..condensed import _kernels
 from ..condensed.matmul import feature_major, narrow_index
 from ..dst.masks import check_constant_fan_in
-from ..nn.layers import Linear, ReLU
+from ..nn.layers import Conv2d, Linear, ReLU
 from ..nn.models import Model
 from ..nn.optim import SGD
 from .engine import Engine
 
 
-class CondensedTrainLinear:
-    """The structure of one constant fan-in linear layer being trained, from its mask.
-
-    Holds what stays fixed between topology updates (active neurons, their inputs); the
-    trained arrays (``values``, ``bias``) are passed to ``forward``/``backward``, so that an
-    optimizer can own them.
+class _CondensedRows:
+    """What stays fixed between topology updates of one constant fan-in weight: its
+    active rows (output neurons or channels) and their inputs; shared by the condensed
+    layers. The trained arrays (``values``, ``bias``) are passed to ``forward`` and
+    ``backward`` so that an optimizer can own them.
 
     Parameters
     ----------
-    mask : ndarray of shape (out, in), bool
-        Every row has ``k >= 1`` True entries or none (an ablated neuron); at least one
-        row is active.
+    mask : ndarray of shape (out, *fan_in_shape), bool
+        Every row (``mask[o]``, flattened) has ``k >= 1`` True entries or none (an ablated
+        row); at least one row is active.
+    layout : str
+        The weight's dimensions, e.g. ``"(out, in)"``: ``mask`` must have as many.
 
     Attributes
     ----------
-    shape : tuple (out, in)
+    shape : tuple, the weight's
     rows : ndarray of shape (n_active,), int64
-        The active neurons, ascending.
+        The active rows, ascending.
     indices : ndarray of shape (n_active, k), int32
-        Their active inputs, ascending per row.
+        Their active inputs, flat into ``fan_in_shape`` (C order), ascending per row.
 
     Raises
     ------
     TypeError
         ``mask`` is not a bool array.
     ValueError
-        ``mask`` is not 2-D, breaks constant fan-in (the message names the first bad
-        row), or has no active row.
+        ``mask`` has another number of dimensions, breaks constant fan-in (the message
+        names the first bad row) or has no active row.
     """
 
-    def __init__(self, mask):
+    def __init__(self, mask, layout: str):
         mask = as_mask("mask", mask)
-        if mask.ndim != 2:
-            raise ValueError(f"mask.shape == {mask.shape}, must be (out, in)")
+        if mask.ndim != layout.count(",") + 1:
+            raise ValueError(f"mask.shape == {mask.shape}, must be {layout}")
         k = check_constant_fan_in(mask)
-        rows = np.flatnonzero(mask.any(axis=1))                            # [n_active] int64
+        flat = mask.reshape(mask.shape[0], -1)                             # [out, fan_in]
+        rows = np.flatnonzero(flat.any(axis=1))                            # [n_active] int64
         if rows.size == 0:
             raise ValueError(f"mask of shape {mask.shape} has no active row; a condensed "
                              f"layer needs at least one")
         self.shape = mask.shape
         self.rows = rows
-        self.indices = np.nonzero(mask[rows])[1].reshape(rows.size, k).astype(np.int32)
-        self._index = narrow_index(self.indices, mask.shape[1])           # [n_active, k]
+        self.indices = np.nonzero(flat[rows])[1].reshape(rows.size, k).astype(np.int32)
 
     @property
     def n_active(self) -> int:
@@ -114,21 +125,23 @@ class CondensedTrainLinear:
         return self.indices.shape[1]
 
     def __repr__(self) -> str:
-        return f"CondensedTrainLinear(shape={self.shape}, k={self.k}, n_active={self.n_active})"
+        return (f"{type(self).__name__}(shape={self.shape}, k={self.k}, "
+                f"n_active={self.n_active})")
 
     def gather(self, dense: np.ndarray) -> np.ndarray:
-        """The entries of a dense ``[out, in]`` array at the active positions.
+        """The entries of a dense array of the weight's shape at the active positions.
 
         Returns
         -------
         ndarray of shape (n_active, k), dtype of ``dense``, C-contiguous (a new array)
         """
-        return dense.reshape(self.shape)[self.rows[:, None], self.indices]
+        return dense.reshape(self.shape[0], -1)[self.rows[:, None], self.indices]
 
     def scatter(self, values: np.ndarray) -> np.ndarray:
-        """The dense ``[out, in]`` array: ``values`` at the active positions, 0 elsewhere."""
-        dense = np.zeros(self.shape, dtype=values.dtype)                   # [out, in]
-        dense[self.rows[:, None], self.indices] = values
+        """The dense array of the weight's shape: ``values`` at the active positions, 0
+        elsewhere."""
+        dense = np.zeros(self.shape, dtype=values.dtype)
+        dense.reshape(self.shape[0], -1)[self.rows[:, None], self.indices] = values
         return dense
 
     def _check(self, x_dtype, values, bias=None):
@@ -143,6 +156,30 @@ class CondensedTrainLinear:
                        else type(a).__name__)
                 raise ValueError(f"{name} is {got}, must be a C-contiguous {x_dtype} "
                                  f"array of shape {shape}")
+
+
+class CondensedTrainLinear(_CondensedRows):
+    """The structure of one constant fan-in linear layer being trained, from its mask
+    (``_CondensedRows``: ``shape``, ``rows``, ``indices``, ``gather``, ``scatter``).
+
+    Parameters
+    ----------
+    mask : ndarray of shape (out, in), bool
+        Every row has ``k >= 1`` True entries or none (an ablated neuron); at least one
+        row is active.
+
+    Raises
+    ------
+    TypeError
+        ``mask`` is not a bool array.
+    ValueError
+        ``mask`` is not 2-D, breaks constant fan-in (the message names the first bad
+        row), or has no active row.
+    """
+
+    def __init__(self, mask):
+        super().__init__(mask, "(out, in)")
+        self._index = narrow_index(self.indices, self.shape[1])           # [n_active, k]
 
     def forward(self, x, values, bias):
         """``y = x @ W.T + bias`` with ``W`` the scatter of ``values`` (ablated rows: bias).
@@ -209,26 +246,153 @@ class CondensedTrainLinear:
         return (dxT.T if need_dx else None), grads, dweight
 
 
-def _check_batch(name: str, x, width: int) -> np.ndarray:
-    """``x`` must be a float32/float64 ndarray of shape (B, width), B >= 1 (layout kept)."""
+def _check_batch(name: str, x, width: int, ndim: int = 2) -> np.ndarray:
+    """``x`` must be a float32/float64 ndarray of shape (B, width) (``ndim`` 2) or (B,
+    width, H, W) (``ndim`` 4), B >= 1 (layout kept)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}.dtype == {x.dtype}, must be float32 or float64")
-    if x.ndim != 2 or x.shape[1] != width or x.shape[0] == 0:
-        raise ValueError(f"{name}.shape == {x.shape}, must be (B, {width}) with B >= 1")
+    if x.ndim != ndim or x.shape[1] != width or x.shape[0] == 0:
+        dims = f"(B, {width})" if ndim == 2 else f"(B, {width}, H, W)"
+        raise ValueError(f"{name}.shape == {x.shape}, must be {dims} with B >= 1")
     return x
 
 
+class CondensedTrainConv2d(_CondensedRows):
+    """The structure of one constant fan-in convolution being trained, from its mask
+    (``_CondensedRows``: ``shape``, ``rows``, ``indices``, ``gather``, ``scatter``).
+
+    Row ``r`` is output channel ``rows[r]``; its ``k`` taps ``indices[r]`` are flat into
+    ``(C_in, kh, kw)``: tap ``c * kh * kw + p * kw + q`` reads input channel ``c`` at
+    kernel position ``(p, q)``. The convolution is ``nn.Conv2d``'s (cross-correlation,
+    stride, zero padding)::
+
+        y[b, o, i, j] = bias[o] + sum_t values[r, t] * x_pad[b, c_t, i*s + p_t, j*s + q_t]
+
+    for an active ``o = rows[r]``, and ``bias[o]`` for an ablated one. The Numba kernels
+    (``condensed._kernels.conv_rows``, ``conv_backward_rows``) work one image at a time on
+    its stride phases, each tap a contiguous shifted vector (see there).
+
+    Parameters
+    ----------
+    mask : ndarray of shape (C_out, C_in, kh, kw), bool, ``kh == kw`` (as ``nn.Conv2d``)
+        Every output channel has ``k >= 1`` active taps or none (ablated); at least one
+        is active.
+    stride : int >= 1
+    padding : int >= 0
+
+    Attributes
+    ----------
+    conv : nn.Conv2d
+        The dense layer of the same geometry (shapes; the dense weight gradient).
+
+    Raises
+    ------
+    TypeError
+        ``mask`` is not a bool array.
+    ValueError
+        ``mask`` is not 4-D with a square kernel, breaks constant fan-in (the message names
+        the first bad output channel) or has no active channel; a bad stride or padding.
+    """
+
+    def __init__(self, mask, *, stride: int = 1, padding: int = 0):
+        super().__init__(mask, "(C_out, C_in, kh, kw)")
+        n_out, n_in, kh, kw = self.shape
+        if kh != kw:
+            raise ValueError(f"mask.shape == {self.shape}: the kernel must be square "
+                             f"(kh == kw), as nn.Conv2d's")
+        self.conv = Conv2d(n_in, n_out, kh, stride, padding)
+
+    def _offsets(self, height: int, width: int):
+        """``(offsets, hq, wq)``: the taps' offsets [n_active, k] int64 into the phase
+        images of an ``H x W`` input, and the phase image size (``condensed._kernels``)."""
+        s, pad, k = self.conv.stride, self.conv.padding, self.conv.kernel_size
+        hq, wq = -(-(height + 2 * pad) // s), -(-(width + 2 * pad) // s)
+        c, tap = np.divmod(self.indices.astype(np.int64), k * k)
+        p, q = np.divmod(tap, k)
+        return ((c * s + p % s) * s + q % s) * (hq * wq) + (p // s) * wq + q // s, hq, wq
+
+    def forward(self, x, values, bias):
+        """The convolution of ``x`` with the scatter of ``values`` (ablated channels: bias).
+
+        Parameters
+        ----------
+        x : ndarray of shape (B, C_in, H, W), float32 or float64 (copied if not
+            C-contiguous)
+        values : ndarray of shape (n_active, k), dtype of ``x``, C-contiguous
+        bias : ndarray of shape (C_out,), dtype of ``x``, C-contiguous
+
+        Returns
+        -------
+        y : ndarray of shape (B, C_out, oh, ow), dtype of ``x``, C-contiguous
+            (``oh = (H + 2*padding - k) // stride + 1``)
+        cache : tuple, for ``backward``
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``x`` not a float array of shape (B, C_in, H, W) that fits the kernel;
+            ``values``/``bias`` of another shape, dtype or layout.
+        """
+        x = np.ascontiguousarray(_check_batch("x", x, self.shape[1], ndim=4))
+        y_shape = (x.shape[0], *self.conv.output_shape(x.shape[1:]))
+        self._check(x.dtype, values, bias)
+        offsets, hq, wq = self._offsets(*x.shape[2:])
+        y = np.empty(y_shape, dtype=x.dtype)                               # [B, O, oh, ow]
+        _kernels.conv_rows(x, values, offsets, self.rows, bias, self.conv.stride,
+                           self.conv.padding, hq, wq, y)
+        return y, (x, offsets, hq, wq)
+
+    def backward(self, dy, cache, values, *, need_dx: bool = True, dense: bool = False):
+        """Gradients of ``forward``: ``dx``, ``dvalues`` (active positions only), ``dbias``
+        (every channel) and, if ``dense``, the dense weight gradient at every position.
+
+        Parameters
+        ----------
+        dy : ndarray of shape (B, C_out, oh, ow), dtype of the forward (copied if not
+            C-contiguous)
+        cache : the forward's cache
+        values : the forward's ``values``
+        need_dx : bool
+            False skips the input gradient (a first layer's), returning None.
+        dense : bool
+            Also return the dense weight gradient (docs/algorithm.md §5: only on the steps
+            before a topology update), by ``nn.Conv2d.weight_grad``.
+
+        Returns
+        -------
+        dx : ndarray of shape (B, C_in, H, W) or None
+        grads : dict with ``values`` (n_active, k) and ``bias`` (C_out,)
+        dweight : ndarray of shape (C_out, C_in, kh, kw), or None
+        """
+        x, offsets, hq, wq = cache
+        dy = np.ascontiguousarray(_check_batch("dy", dy, self.shape[0], ndim=4))
+        y_shape = (x.shape[0], *self.conv.output_shape(x.shape[1:]))
+        if dy.shape != y_shape or dy.dtype != x.dtype:
+            raise ValueError(f"dy is {dy.dtype} {dy.shape}, must be {x.dtype} {y_shape} like "
+                             f"the forward's output")
+        self._check(x.dtype, values)
+        dvalues = np.empty(values.shape, dtype=x.dtype)                   # [n_active, k]
+        dx = np.empty(x.shape if need_dx else (1, 1, 1, 1), dtype=x.dtype)  # [B, C, H, W]
+        _kernels.conv_backward_rows(x, dy, values, offsets, self.rows, self.conv.stride,
+                                    self.conv.padding, hq, wq, dx, dvalues, bool(need_dx))
+        dweight = self.conv.weight_grad(x, dy) if dense else None          # [O, C, k, k]
+        grads = {"values": dvalues, "bias": dy.sum(axis=(0, 2, 3))}
+        return (dx if need_dx else None), grads, dweight
+
+
 class CondensedEngine(Engine):
-    """Trains a model's constant fan-in linear layers in condensed form (module docstring).
+    """Trains a model's constant fan-in linear and conv layers in condensed form (module
+    docstring).
 
     Every layer of ``model`` runs as in ``Model.forward``/``backward`` except the weights
-    ``names``, which run as ``CondensedTrainLinear``, and the ReLUs, which keep the
-    feature-major layout. The engine owns an ``SGD`` with the hyper-parameters of
-    ``optimizer`` over its own parameter dict: ``values`` for the condensed weights, the
-    model's very arrays (updated in place) for every other parameter, whose momentum
-    buffers are likewise the arrays of ``optimizer.momentum_buffers``.
+    ``names``, which run as ``CondensedTrainLinear`` or ``CondensedTrainConv2d``, and the
+    ReLUs of ``[B, F]`` activations, which keep the feature-major layout. The engine owns
+    an ``SGD`` with the hyper-parameters of ``optimizer`` over its own parameter dict:
+    ``values`` for the condensed weights, the model's very arrays (updated in place) for
+    every other parameter, whose momentum buffers are likewise the arrays of
+    ``optimizer.momentum_buffers``.
 
     While the engine trains, ``model.params[name]`` and ``optimizer.momentum_buffers[name]``
     of the condensed weights are stale: ``store()`` writes them; after anything replaced
@@ -243,15 +407,16 @@ class CondensedEngine(Engine):
     masks : dict[str, ndarray of bool]
         At least the masks of ``names`` (constant fan-in).
     names : sequence of str
-        Weights to condense: ``Linear`` weights of ``model``, each with an active row.
+        Weights to condense: ``Linear`` and ``Conv2d`` weights of ``model``, each with an
+        active row.
 
     Raises
     ------
     TypeError
         ``model``/``optimizer`` of the wrong type.
     ValueError
-        A name that is not a Linear weight of ``model`` or has no mask; a mask that breaks
-        constant fan-in or has the wrong shape.
+        A name that is not a Linear or Conv2d weight of ``model`` or has no mask; a mask
+        that breaks constant fan-in or has the wrong shape.
     """
 
     def __init__(self, model: Model, optimizer: SGD, masks: dict, names):
@@ -259,17 +424,17 @@ class CondensedEngine(Engine):
             raise TypeError(f"model must be a srigl_ref.nn.Model, got {type(model).__name__}")
         if not isinstance(optimizer, SGD) or optimizer.params is not model.params:
             raise TypeError("optimizer must be the srigl_ref.nn.SGD over model.params")
-        linear = {f"{lname}.weight" for lname, layer in model.layers
-                  if isinstance(layer, Linear)}
+        allowed = _condensable(model)
         names = list(names)
         for name in names:
-            if name not in linear:
-                raise ValueError(f"names contains {name!r}, must hold Linear weights of the "
-                                 f"model (one of {sorted(linear)})")
+            if name not in allowed:
+                raise ValueError(f"names contains {name!r}, must hold Linear or Conv2d "
+                                 f"weights of the model (one of {sorted(allowed)})")
             if name not in masks:
                 raise ValueError(f"masks has no entry for {name!r}")
         self.model, self.optimizer, self.names = model, optimizer, tuple(names)
-        self.layers: dict[str, CondensedTrainLinear] = {}
+        self._model_layers = {name: allowed[name] for name in names}
+        self.layers: dict[str, CondensedTrainLinear | CondensedTrainConv2d] = {}
         self.params: dict[str, np.ndarray] = dict(model.params)   # replaced by load()
         self._sgd = SGD(self.params, optimizer.lr, momentum=optimizer.momentum,
                         nesterov=optimizer.nesterov, weight_decay=optimizer.weight_decay)
@@ -280,7 +445,8 @@ class CondensedEngine(Engine):
 
     @classmethod
     def for_run(cls, model, optimizer, masks, sparsities) -> "CondensedEngine":
-        """The engine of a run: every Linear weight with sparsity > 0 condensed."""
+        """The engine of a run: every Linear and Conv2d weight with sparsity > 0
+        condensed."""
         return cls(model, optimizer, masks, condensed_names(model, sparsities))
 
     @property
@@ -300,7 +466,7 @@ class CondensedEngine(Engine):
         for name, p in params.items():
             if name in self.names:
                 mask = as_mask(f"masks[{name!r}]", masks[name], shape=p.shape)
-                layer = CondensedTrainLinear(mask)
+                layer = _condensed_layer(self._model_layers[name], mask)
                 self.layers[name] = layer
                 new_params[name] = layer.gather(p)                     # [n_active, k]
                 new_bufs[name] = layer.gather(bufs[name])              # [n_active, k]
@@ -333,9 +499,9 @@ class CondensedEngine(Engine):
             if weight in self.layers:
                 x, cache = self.layers[weight].forward(x, self.params[weight],
                                                        self.params[f"{lname}.bias"])
-            elif isinstance(layer, ReLU):
-                x, cache = np.maximum(x, 0), x > 0          # keeps the layout
-            else:
+            elif isinstance(layer, ReLU) and x.ndim == 2:   # [B, F]: keeps the layout
+                x, cache = np.maximum(x, 0), x > 0
+            else:                       # every other layer; ReLU of C-contiguous [B, C, H, W]
                 x, cache = layer.forward(x, self._layer_params(lname, layer))
             if train:
                 caches.append(cache)
@@ -353,7 +519,8 @@ class CondensedEngine(Engine):
         cache : list, from ``forward(x, train=True)``
         dense : bool
             Also return the dense gradient of every sparse weight (docs/algorithm.md §5):
-            ``dW = dY^T X`` for the condensed ones (computed only then).
+            for the condensed ones computed only then (``dW = dY^T X``, or
+            ``nn.Conv2d.weight_grad``).
 
         Returns
         -------
@@ -362,7 +529,7 @@ class CondensedEngine(Engine):
             weights), in ``params`` order.
         dense_grads : dict[str, ndarray]
             When ``dense``, ``{name: dW}`` for every ``model.sparse_names`` entry, of the
-            weight's dense shape (``[out, in]`` for the condensed weights); else empty.
+            weight's dense shape; else empty.
         """
         if not isinstance(cache, list) or len(cache) != len(self.model.layers):
             raise ValueError("cache must be the list returned by forward(x, train=True)")
@@ -377,10 +544,11 @@ class CondensedEngine(Engine):
                 grads[weight], grads[f"{lname}.bias"] = g["values"], g["bias"]
                 if dense:
                     dense_grads[weight] = dw
-            elif isinstance(layer, ReLU):
+            elif isinstance(layer, ReLU) and cache[i].ndim == 2:   # the forward's mask
                 dy = dy * cache[i]
-            else:
-                dy, g = layer.backward(dy, cache[i])
+            else:                           # a first dense layer skips dx, as Model.backward
+                skip = i == self._first and isinstance(layer, (Linear, Conv2d))
+                dy, g = layer.backward(dy, cache[i], **({"need_dx": False} if skip else {}))
                 grads.update({f"{lname}.{key}": v for key, v in g.items()})
         if dense:
             dense_grads = {name: dense_grads[name] if name in dense_grads else grads[name]
@@ -398,15 +566,30 @@ class CondensedEngine(Engine):
 
 
 def condensed_names(model: Model, sparsities) -> list[str]:
-    """The weights the condensed engine trains condensed: Linear weights with sparsity > 0.
+    """The weights the condensed engine trains condensed: Linear and Conv2d weights with
+    sparsity > 0.
 
     Parameters
     ----------
     model : Model
     sparsities : sequence of float, one per ``model.sparse_names``
     """
-    linear = {f"{lname}.weight" for lname, layer in model.layers if isinstance(layer, Linear)}
-    return [n for n, s in zip(model.sparse_names, sparsities) if s > 0 and n in linear]
+    allowed = _condensable(model)
+    return [n for n, s in zip(model.sparse_names, sparsities) if s > 0 and n in allowed]
 
 
-__all__ = ["CondensedEngine", "CondensedTrainLinear", "condensed_names"]
+def _condensable(model: Model) -> dict:
+    """``{weight name: layer}`` of the model's Linear and Conv2d layers (top level)."""
+    return {f"{lname}.weight": layer for lname, layer in model.layers
+            if isinstance(layer, (Linear, Conv2d))}
+
+
+def _condensed_layer(layer, mask) -> CondensedTrainLinear | CondensedTrainConv2d:
+    """The condensed form of ``layer`` (Linear or Conv2d) with weight mask ``mask``."""
+    if isinstance(layer, Conv2d):
+        return CondensedTrainConv2d(mask, stride=layer.stride, padding=layer.padding)
+    return CondensedTrainLinear(mask)
+
+
+__all__ = ["CondensedEngine", "CondensedTrainConv2d", "CondensedTrainLinear",
+           "condensed_names"]

@@ -14,7 +14,8 @@ An engine computes one optimizer step of a ``Model`` in some representation; the
 
 ``MaskedEngine`` trains the dense arrays times masks (``nn.Model`` and ``nn.SGD``):
 ``store`` and ``load`` have nothing to do. ``condensed_engine.CondensedEngine`` trains the
-constant fan-in linear layers as ``values/indices`` and writes the dense view on ``store``.
+constant fan-in linear and conv layers as ``values/indices`` and writes the dense view on
+``store``.
 """
 from __future__ import annotations
 

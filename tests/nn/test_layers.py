@@ -233,6 +233,21 @@ def test_backward_without_input_gradient(rng, layer, x_shape, direct):
         np.testing.assert_array_equal(grads[key], want[key])
 
 
+@pytest.mark.parametrize("layer, x_shape", [
+    (Conv2d(2, 3, 3, padding=1), (2, 2, 5, 4)),               # direct
+    (Conv2d(40, 30, 3, padding=1), (2, 40, 5, 4)),            # im2col (channel product)
+    (Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 6, 5)),     # im2col (stride)
+])
+def test_conv2d_weight_grad_is_the_backward_s(rng, layer, x_shape):
+    """``weight_grad(x, dy)`` alone equals the backward's weight gradient, bit for bit."""
+    x = rng.standard_normal(x_shape)
+    y, cache = layer.forward(x, _params(layer, rng))
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(layer.weight_grad(x, dy), layer.backward(dy, cache)[1]["weight"])
+    with pytest.raises(ValueError, match=r"dy.shape == "):
+        layer.weight_grad(x, dy[:, :, 1:])
+
+
 def test_conv2d_chooses_direct_by_shape():
     assert Conv2d(1, 6, 5, padding=2).direct and Conv2d(6, 16, 5).direct
     assert not Conv2d(6, 16, 5, stride=2).direct
