@@ -134,7 +134,7 @@ def test_model_defaults_resolve_into_the_run_config():
     explicit = TrainConfig(model="lenet5", init="kaiming", warmup_epochs=0)
     assert (explicit.init, explicit.warmup_epochs) == ("kaiming", 0)
     assert TrainConfig(model="resnet18").init == "torch_default"
-    assert (mlp.lr, lenet.lr, TrainConfig(model="cnn").lr) == (0.1, 0.1, 0.02)
+    assert (mlp.lr, lenet.lr, TrainConfig(model="cnn").lr) == (0.1, 0.1, 0.05)
     assert TrainConfig(model="cnn", lr=0.05).lr == 0.05
     with pytest.raises(ValueError, match=r"sparse_init == 'kaiming', must be one of 'fan_in', "
                                          r"'official', 'mask'"):
