@@ -303,15 +303,20 @@ class CondensedTrainConv2d(_CondensedRows):
             raise ValueError(f"mask.shape == {self.shape}: the kernel must be square "
                              f"(kh == kw), as nn.Conv2d's")
         self.conv = Conv2d(n_in, n_out, kh, stride, padding)
+        self._offsets_of = {}               # (H, W) -> _offsets' result, fixed per layer
 
     def _offsets(self, height: int, width: int):
         """``(offsets, hq, wq)``: the taps' offsets [n_active, k] int64 into the phase
-        images of an ``H x W`` input, and the phase image size (``condensed._kernels``)."""
-        s, pad, k = self.conv.stride, self.conv.padding, self.conv.kernel_size
-        hq, wq = -(-(height + 2 * pad) // s), -(-(width + 2 * pad) // s)
-        c, tap = np.divmod(self.indices.astype(np.int64), k * k)
-        p, q = np.divmod(tap, k)
-        return ((c * s + p % s) * s + q % s) * (hq * wq) + (p // s) * wq + q // s, hq, wq
+        images of an ``H x W`` input, and the phase image size (``condensed._kernels``);
+        computed once per input size."""
+        if (height, width) not in self._offsets_of:
+            s, pad, k = self.conv.stride, self.conv.padding, self.conv.kernel_size
+            hq, wq = -(-(height + 2 * pad) // s), -(-(width + 2 * pad) // s)
+            c, tap = np.divmod(self.indices.astype(np.int64), k * k)
+            p, q = np.divmod(tap, k)
+            offsets = ((c * s + p % s) * s + q % s) * (hq * wq) + (p // s) * wq + q // s
+            self._offsets_of[height, width] = (offsets, hq, wq)
+        return self._offsets_of[height, width]
 
     def forward(self, x, values, bias):
         """The convolution of ``x`` with the scatter of ``values`` (ablated channels: bias).

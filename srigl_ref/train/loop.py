@@ -189,8 +189,8 @@ class Trainer:
 
     def _check_weights_finite(self) -> None:
         """Diverged if the last step left a non-finite parameter although its loss was
-        finite (caught before a topology update or an evaluation reads it)."""
-        self.engine.store()
+        finite (caught before a topology update or an evaluation reads it). Reads
+        ``model.params``: call after ``engine.store()``."""
         bad = [n for n, p in self.model.params.items() if not np.isfinite(p).all()]
         if bad:
             step = self.state.step
@@ -213,6 +213,7 @@ class Trainer:
     def topology_update(self) -> dict:
         """Update every sparse layer's mask at the current step; returns the metrics record."""
         cfg, st = self.config, self.state
+        self.engine.store()
         self._check_weights_finite()
         params, bufs = self.model.params, self.optimizer.momentum_buffers
         last = len(self.model.sparse_names) - 1
@@ -335,6 +336,7 @@ class Trainer:
                 self._say(f"  epoch {st.epoch + 1}/{cfg.epochs}: {100 * done:3.0f}% "
                           f"loss {loss_sum / seen:.4f} (epoch ETA {eta:.0f} s)")
                 last_note = now
+        self.engine.store()             # the dense view, for the check and the checkpoint
         self._check_weights_finite()
         st.epoch += 1
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
@@ -370,8 +372,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self) -> None:
+        """Write ``model.npz`` from the dense view (``engine.store()`` done by the caller)."""
         st = self.state
-        self.engine.store()
         meta = {"config": asdict(self.config), "step": st.step, "epoch": st.epoch,
                 "rng_state": self.rng.bit_generator.state,
                 "sparse_names": self.model.sparse_names, "sparsities": self.sparsities,
